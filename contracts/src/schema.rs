@@ -1,0 +1,278 @@
+//! JSON Schemas of the message bodies and the AsyncAPI document, generated from the
+//! Rust types. `cargo test -p airline-contracts` fails when the files in
+//! `contracts/` differ from what is generated here; `UPDATE_CONTRACTS=1` rewrites them.
+
+use schemars::generate::SchemaSettings;
+use serde_json::{Map, Value, json};
+
+use crate::messages::{Message, MessageKind, MessageType};
+use crate::topology::{
+    COMMANDS_EXCHANGE, DEAD_LETTER_EXCHANGE, DLQ_SUFFIX, EVENTS_EXCHANGE, Names, QUEUES,
+    exchange_of,
+};
+
+/// The JSON Schema (draft-07, subschemas inlined, as AsyncAPI 3 expects) of a body.
+#[must_use]
+pub fn schema_of<T: schemars::JsonSchema>() -> schemars::Schema {
+    let mut settings = SchemaSettings::draft07();
+    settings.inline_subschemas = true;
+    settings.into_generator().into_root_schema_for::<T>()
+}
+
+/// The file name of a message type's schema under `contracts/schemas/`.
+#[must_use]
+pub fn schema_file_name(t: &MessageType) -> String {
+    format!("{t}.json")
+}
+
+/// Every message schema as (file name, pretty JSON text).
+#[must_use]
+pub fn schema_files() -> Vec<(String, String)> {
+    Message::schemas()
+        .into_iter()
+        .map(|(t, schema)| {
+            let mut text = serde_json::to_string_pretty(&schema).unwrap_or_default();
+            text.push('\n');
+            (schema_file_name(&t), text)
+        })
+        .collect()
+}
+
+/// The AsyncAPI 3.0 document of the whole topology under the default prefix.
+#[must_use]
+pub fn asyncapi() -> Value {
+    let names = Names::default();
+    let mut channels = Map::new();
+    let mut operations = Map::new();
+    let mut messages = Map::new();
+
+    let exchange = |logical: &str, kind: &str| {
+        json!({ "name": names.resolve(logical), "type": kind, "durable": true, "autoDelete": false, "vhost": "/" })
+    };
+
+    for (t, schema) in Message::schemas() {
+        let id = t.to_string();
+        let (exchange_name, exchange_kind) = match t.kind {
+            MessageKind::Command => (COMMANDS_EXCHANGE, "direct"),
+            MessageKind::Event => (EVENTS_EXCHANGE, "topic"),
+        };
+        messages.insert(
+            id.clone(),
+            json!({
+                "name": t.name,
+                "title": id,
+                "summary": t.summary,
+                "contentType": "application/json",
+                "correlationId": { "description": "The booking id, in the AMQP correlation_id property.", "location": "$message.header#/correlation_id" },
+                "headers": headers_schema(),
+                "payload": schema,
+                "bindings": { "amqp": { "messageType": id, "bindingVersion": "0.3.0" } },
+            }),
+        );
+        channels.insert(
+            t.name.to_owned(),
+            json!({
+                "address": t.name,
+                "description": format!("Routing key `{}` on the `{}` exchange.", t.name, names.resolve(exchange_of(t.kind))),
+                "messages": { id.clone(): { "$ref": format!("#/components/messages/{id}") } },
+                "bindings": { "amqp": { "is": "routingKey", "exchange": exchange(exchange_name, exchange_kind), "bindingVersion": "0.3.0" } },
+            }),
+        );
+        operations.insert(
+            format!("{}.publish.{}", t.producer, t.name),
+            json!({
+                "action": "send",
+                "summary": format!("{} publishes {id} with publisher confirms and mandatory.", t.producer),
+                "channel": { "$ref": format!("#/channels/{}", t.name) },
+                "messages": [{ "$ref": format!("#/channels/{}/messages/{id}", t.name) }],
+                "bindings": { "amqp": { "deliveryMode": 2, "mandatory": true, "bindingVersion": "0.3.0" } },
+            }),
+        );
+    }
+
+    for queue in QUEUES {
+        let channel_id = format!("queue.{}", queue.name);
+        let refs: Map<String, Value> = queue
+            .message_types()
+            .map(|t| {
+                let id = t.to_string();
+                (id.clone(), json!({ "$ref": format!("#/components/messages/{id}") }))
+            })
+            .collect();
+        channels.insert(
+            channel_id.clone(),
+            json!({
+                "address": names.resolve(queue.name),
+                "description": format!(
+                    "Work queue consumed by {}; bound to {}. Dead letters go through the `{}` exchange to `{}`.",
+                    queue.consumer,
+                    queue.messages.join(", "),
+                    names.resolve(DEAD_LETTER_EXCHANGE),
+                    names.dlq(queue.name),
+                ),
+                "messages": refs,
+                "bindings": { "amqp": {
+                    "is": "queue",
+                    "queue": { "name": names.resolve(queue.name), "durable": true, "exclusive": false, "autoDelete": false, "vhost": "/" },
+                    "bindingVersion": "0.3.0",
+                } },
+            }),
+        );
+        let message_refs: Vec<Value> = queue
+            .message_types()
+            .map(|t| json!({ "$ref": format!("#/channels/{channel_id}/messages/{t}") }))
+            .collect();
+        operations.insert(
+            format!("{}.consume.{}", queue.consumer, queue.name),
+            json!({
+                "action": "receive",
+                "summary": format!("{} consumes {} (manual ack after the database commit).", queue.consumer, names.resolve(queue.name)),
+                "channel": { "$ref": format!("#/channels/{channel_id}") },
+                "messages": message_refs,
+                "bindings": { "amqp": { "ack": true, "bindingVersion": "0.3.0" } },
+            }),
+        );
+        let dlq_id = format!("queue.{}{DLQ_SUFFIX}", queue.name);
+        channels.insert(
+            dlq_id,
+            json!({
+                "address": names.dlq(queue.name),
+                "description": format!(
+                    "Dead letters of {}: bodies untouched, the reason in x-error-* headers.",
+                    names.resolve(queue.name)
+                ),
+                "messages": queue.message_types().map(|t| {
+                    let id = t.to_string();
+                    (id.clone(), json!({ "$ref": format!("#/components/messages/{id}") }))
+                }).collect::<Map<String, Value>>(),
+                "bindings": { "amqp": {
+                    "is": "queue",
+                    "queue": { "name": names.dlq(queue.name), "durable": true, "exclusive": false, "autoDelete": false, "vhost": "/" },
+                    "bindingVersion": "0.3.0",
+                } },
+            }),
+        );
+    }
+
+    json!({
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "Airline booking pipeline",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Commands and events of the booking saga on RabbitMQ. Generated from the airline-contracts crate; do not edit by hand (UPDATE_CONTRACTS=1 cargo test -p airline-contracts). Names carry the prefix `airline.` (AIRLINE_PREFIX). AMQP properties: message_id (UUID, de-duplication key), type (`name.vN`), correlation_id (booking id), timestamp, app_id (producing service), content_type application/json, delivery_mode 2. Headers: x-causation-id, traceparent.",
+        },
+        "defaultContentType": "application/json",
+        "servers": {
+            "local": { "host": "127.0.0.1:5672", "protocol": "amqp", "protocolVersion": "0.9.1", "description": "RabbitMQ, vhost /" },
+        },
+        "channels": channels,
+        "operations": operations,
+        "components": { "messages": messages },
+    })
+}
+
+fn headers_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "x-causation-id": { "type": "string", "format": "uuid", "description": "The message_id of the message whose handling produced this one." },
+            "traceparent": { "type": "string", "description": "W3C trace context." },
+        },
+    })
+}
+
+/// Renders a JSON value as block-style YAML. Strings are written in JSON's
+/// double-quoted form, which YAML reads the same, so no escaping rule is invented here.
+#[must_use]
+pub fn to_yaml(value: &Value) -> String {
+    let mut out = String::new();
+    write_block(&mut out, value, 0);
+    out
+}
+
+fn scalar(value: &Value) -> Option<String> {
+    match value {
+        Value::Object(m) if m.is_empty() => Some("{}".into()),
+        Value::Array(a) if a.is_empty() => Some("[]".into()),
+        Value::Object(_) | Value::Array(_) => None,
+        other => Some(other.to_string()),
+    }
+}
+
+fn key(k: &str) -> String {
+    let plain = k
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '$' || c == '_')
+        && k
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "$_.-/".contains(c));
+    if plain {
+        k.to_owned()
+    } else {
+        Value::String(k.to_owned()).to_string()
+    }
+}
+
+fn write_block(out: &mut String, value: &Value, indent: usize) {
+    let pad = " ".repeat(indent);
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map {
+                match scalar(v) {
+                    Some(s) => out.push_str(&format!("{pad}{}: {s}\n", key(k))),
+                    None => {
+                        out.push_str(&format!("{pad}{}:\n", key(k)));
+                        write_block(out, v, indent + 2);
+                    }
+                }
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                match scalar(item) {
+                    Some(s) => out.push_str(&format!("{pad}- {s}\n")),
+                    None => {
+                        let mut nested = String::new();
+                        write_block(&mut nested, item, indent + 2);
+                        out.push_str(&pad);
+                        out.push_str("- ");
+                        out.push_str(&nested[indent + 2..]);
+                    }
+                }
+            }
+        }
+        other => {
+            out.push_str(&pad);
+            out.push_str(&scalar(other).unwrap_or_default());
+            out.push('\n');
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yaml_nests_maps_and_lists() {
+        let yaml = to_yaml(&json!({
+            "a": { "b": "c d", "e": [1, { "f": true, "g": null }], "h": {} },
+            "weird key": [],
+        }));
+        assert_eq!(
+            yaml,
+            "a:\n  b: \"c d\"\n  e:\n    - 1\n    - f: true\n      g: null\n  h: {}\n\"weird key\": []\n"
+        );
+    }
+
+    #[test]
+    fn every_message_has_a_channel_and_a_schema_naming_its_fields() {
+        let doc = asyncapi();
+        for t in Message::TYPES {
+            assert!(doc["channels"][t.name].is_object(), "{}", t.name);
+            let payload = &doc["components"]["messages"][t.to_string()]["payload"];
+            assert!(payload["properties"]["bookingId"].is_object(), "{}", t.name);
+        }
+    }
+}
