@@ -1,1 +1,318 @@
+//! The booking service: the saga orchestrator and the bookings.
+//!
+//! Each booking row is its saga: state, version, and a history of every transition
+//! (`booking.saga_history`). [`saga`] decides, purely, what happens next; the
+//! handlers here load the booking under a row lock, apply the decision, and return
+//! the commands and events it calls for, which the runtime writes to the outbox in
+//! the same transaction.
 
+pub mod saga;
+pub mod views;
+
+use std::sync::Arc;
+
+use airline_contracts::messages::{
+    BookingConfirmed, BookingFailed, CollectPayment, RefundPayment, ReleaseSeat, ReserveSeat,
+};
+use airline_contracts::topology::queues_of;
+use airline_contracts::{FailureReason, Message, PaymentToken};
+use airline_runtime::{Handler, HandlerError, Handlers, Incoming, Runtime, async_trait};
+use saga::{Command, Decision, Input, LocalSteps, State};
+use sqlx::migrate::Migrator;
+use sqlx::{PgConnection, Row};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// The booking schema's migrations.
+pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
+
+/// The booking service's consumers: `booking.requested` starts sagas, every other
+/// queue carries a reply that moves one.
+#[must_use]
+pub fn handlers(rt: &Runtime) -> Handlers {
+    let steps = LocalSteps {
+        reserve_booking_fails: rt.config.fails("reserve-booking"),
+        confirm_booking_fails: rt.config.fails("confirm-booking"),
+    };
+    queues_of("booking")
+        .map(|q| {
+            let handler: Arc<dyn Handler> = if q.name == "booking.requested" {
+                Arc::new(StartSaga)
+            } else {
+                Arc::new(AdvanceSaga { steps })
+            };
+            (q, handler)
+        })
+        .collect()
+}
+
+/// Starts a saga for `booking.requested`; a second request with the same booking id
+/// changes nothing.
+#[derive(Debug, Clone, Copy)]
+pub struct StartSaga;
+
+#[async_trait]
+impl Handler for StartSaga {
+    async fn handle(&self, tx: &mut PgConnection, msg: &Incoming) -> Result<Vec<Message>, HandlerError> {
+        let Message::BookingRequested(req) = &msg.message else {
+            return Err(HandlerError::Rejected("expected booking.requested".into()));
+        };
+        let decision = saga::start();
+        let inserted = sqlx::query(
+            "INSERT INTO booking.bookings
+                 (id, customer_id, outbound_flight_id, payment_token, state, version, created_at)
+             VALUES ($1, $2, $3, $4, $5, 1, $6)
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(req.booking_id)
+        .bind(&req.customer_id)
+        .bind(req.outbound_flight_id)
+        .bind(req.payment_token.expose())
+        .bind(decision.next.as_str())
+        .bind(req.requested_at)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !inserted {
+            tracing::info!("booking already requested; nothing to do");
+            return Ok(Vec::new());
+        }
+        record(tx, req.booking_id, 1, None, &decision, msg).await?;
+        Ok(vec![Message::ReserveSeat(ReserveSeat {
+            booking_id: req.booking_id,
+            flight_id: req.outbound_flight_id,
+        })])
+    }
+}
+
+/// Moves a saga on a reply from the catalog or payment.
+#[derive(Debug, Clone, Copy)]
+pub struct AdvanceSaga {
+    /// Outcomes of the local steps (fault injection).
+    pub steps: LocalSteps,
+}
+
+/// A booking's saga as loaded for a transition.
+#[derive(Debug)]
+struct Saga {
+    id: Uuid,
+    customer_id: String,
+    flight_id: Uuid,
+    payment_token: Option<String>,
+    state: State,
+    version: i32,
+    failure: Option<FailureReason>,
+    ticket_price: Option<i64>,
+    ticket_currency: Option<String>,
+}
+
+fn input_of(message: &Message) -> Option<Input> {
+    Some(match message {
+        Message::SeatReserved(_) => Input::SeatReserved,
+        Message::SeatUnavailable(m) => Input::SeatUnavailable(m.reason),
+        Message::PaymentCollected(_) => Input::PaymentCollected,
+        Message::PaymentDeclined(m) => Input::PaymentDeclined(m.reason),
+        Message::PaymentRefunded(_) => Input::PaymentRefunded,
+        Message::SeatReleased(_) => Input::SeatReleased,
+        _ => return None,
+    })
+}
+
+#[async_trait]
+impl Handler for AdvanceSaga {
+    async fn handle(&self, tx: &mut PgConnection, msg: &Incoming) -> Result<Vec<Message>, HandlerError> {
+        let input = input_of(&msg.message)
+            .ok_or_else(|| HandlerError::Rejected("not a reply of the booking saga".into()))?;
+        let booking_id = msg.message.booking_id();
+        let row = sqlx::query(
+            "SELECT id, customer_id, outbound_flight_id, payment_token, state, version, failure_reason,
+                    ticket_price, ticket_currency
+               FROM booking.bookings WHERE id = $1 FOR UPDATE",
+        )
+        .bind(booking_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| HandlerError::Rejected(format!("no booking {booking_id}")))?;
+        let state: String = row.try_get("state")?;
+        let mut saga = Saga {
+            id: row.try_get("id")?,
+            customer_id: row.try_get("customer_id")?,
+            flight_id: row.try_get("outbound_flight_id")?,
+            payment_token: row.try_get("payment_token")?,
+            state: State::parse(&state)
+                .ok_or_else(|| HandlerError::Unexpected(anyhow::anyhow!("unknown saga state {state}")))?,
+            version: row.try_get("version")?,
+            failure: row
+                .try_get::<Option<String>, _>("failure_reason")?
+                .as_deref()
+                .and_then(FailureReason::parse),
+            ticket_price: row.try_get("ticket_price")?,
+            ticket_currency: row.try_get("ticket_currency")?,
+        };
+        let Some(decision) = saga::transition(saga.state, input, self.steps) else {
+            tracing::info!(state = %saga.state, "reply does not apply to the saga's state; ignored");
+            return Ok(Vec::new());
+        };
+        if let Message::SeatReserved(m) = &msg.message {
+            saga.ticket_price = Some(m.ticket_price);
+            saga.ticket_currency = Some(m.ticket_currency.clone());
+        }
+        let charge_id = match &msg.message {
+            Message::PaymentCollected(m) => Some(m.charge_id.clone()),
+            _ => None,
+        };
+        let from = saga.state;
+        saga.failure = saga.failure.or(decision.failure);
+        saga.state = decision.next;
+        saga.version += 1;
+        let now = OffsetDateTime::now_utc();
+        let reference = if decision.commands.contains(&Command::PublishConfirmed) {
+            Some(new_reference(tx).await?)
+        } else {
+            None
+        };
+        sqlx::query(
+            "UPDATE booking.bookings
+                SET state = $2, version = $3, failure_reason = $4, ticket_price = $5,
+                    ticket_currency = $6, charge_id = COALESCE($7, charge_id),
+                    booking_reference = COALESCE($8, booking_reference),
+                    payment_token = CASE WHEN $9 THEN NULL ELSE payment_token END,
+                    updated_at = $10
+              WHERE id = $1",
+        )
+        .bind(saga.id)
+        .bind(saga.state.as_str())
+        .bind(saga.version)
+        .bind(saga.failure.map(FailureReason::as_str))
+        .bind(saga.ticket_price)
+        .bind(&saga.ticket_currency)
+        .bind(&charge_id)
+        .bind(&reference)
+        // The card token is a secret: drop it once no step can need it.
+        .bind(saga.state.is_terminal())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        record(tx, saga.id, saga.version, Some(from), &decision, msg).await?;
+        tracing::info!(from = %from, to = %saga.state, "saga moved");
+        decision
+            .commands
+            .iter()
+            .map(|c| command_message(&saga, *c, reference.as_deref(), now))
+            .collect()
+    }
+}
+
+fn command_message(
+    saga: &Saga,
+    command: Command,
+    reference: Option<&str>,
+    now: OffsetDateTime,
+) -> Result<Message, HandlerError> {
+    let missing = |what: &str| HandlerError::Unexpected(anyhow::anyhow!("saga {} has no {what}", saga.id));
+    Ok(match command {
+        Command::ReserveSeat => Message::ReserveSeat(ReserveSeat {
+            booking_id: saga.id,
+            flight_id: saga.flight_id,
+        }),
+        Command::ReleaseSeat => Message::ReleaseSeat(ReleaseSeat {
+            booking_id: saga.id,
+            flight_id: saga.flight_id,
+        }),
+        Command::CollectPayment => {
+            let token = saga.payment_token.as_deref().ok_or_else(|| missing("payment token"))?;
+            Message::CollectPayment(CollectPayment {
+                booking_id: saga.id,
+                customer_id: saga.customer_id.clone(),
+                payment_token: PaymentToken::parse(token)
+                    .map_err(|e| HandlerError::Rejected(format!("stored payment token {e}")))?,
+                amount: saga.ticket_price.ok_or_else(|| missing("ticket price"))?,
+                currency: saga.ticket_currency.clone().ok_or_else(|| missing("currency"))?,
+            })
+        }
+        Command::RefundPayment => Message::RefundPayment(RefundPayment { booking_id: saga.id }),
+        Command::PublishConfirmed => Message::BookingConfirmed(BookingConfirmed {
+            booking_id: saga.id,
+            customer_id: saga.customer_id.clone(),
+            outbound_flight_id: saga.flight_id,
+            booking_reference: reference.ok_or_else(|| missing("booking reference"))?.to_owned(),
+            ticket_price: saga.ticket_price.ok_or_else(|| missing("ticket price"))?,
+            ticket_currency: saga.ticket_currency.clone().ok_or_else(|| missing("currency"))?,
+            confirmed_at: now,
+        }),
+        Command::PublishFailed => Message::BookingFailed(BookingFailed {
+            booking_id: saga.id,
+            customer_id: saga.customer_id.clone(),
+            outbound_flight_id: saga.flight_id,
+            reason: saga.failure.ok_or_else(|| missing("failure reason"))?,
+            failed_at: now,
+        }),
+    })
+}
+
+async fn record(
+    tx: &mut PgConnection,
+    booking_id: Uuid,
+    version: i32,
+    from: Option<State>,
+    decision: &Decision,
+    msg: &Incoming,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO booking.saga_history
+             (booking_id, version, from_state, to_state, trigger_type, trigger_message_id, note)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(booking_id)
+    .bind(version)
+    .bind(from.map(State::as_str))
+    .bind(decision.next.as_str())
+    .bind(msg.message.message_type().to_string())
+    .bind(&msg.message_id)
+    .bind(decision.note)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// The booking reference alphabet: URL-safe, without look-alikes (0/O, 1/I).
+const REFERENCE_ALPHABET: &[u8; 32] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+
+/// Six URL-safe characters from 30 random bits.
+#[must_use]
+pub fn reference_from(random: u32) -> String {
+    (0..6)
+        .map(|i| char::from(REFERENCE_ALPHABET[((random >> (i * 5)) & 31) as usize]))
+        .collect()
+}
+
+async fn new_reference(tx: &mut PgConnection) -> sqlx::Result<String> {
+    loop {
+        let bytes = Uuid::new_v4().into_bytes();
+        let candidate = reference_from(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]));
+        let taken = sqlx::query("SELECT 1 FROM booking.bookings WHERE booking_reference = $1")
+            .bind(&candidate)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+        if !taken {
+            return Ok(candidate);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_are_six_url_safe_characters() {
+        for seed in [0, 1, u32::MAX, 0xdead_beef] {
+            let r = reference_from(seed);
+            assert_eq!(r.len(), 6);
+            assert!(r.bytes().all(|b| REFERENCE_ALPHABET.contains(&b)), "{r}");
+        }
+        assert_ne!(reference_from(1), reference_from(2));
+    }
+}

@@ -1,1 +1,29 @@
+//! The messaging runtime the airline services share.
+//!
+//! - [`config`]: environment variables and their defaults;
+//! - [`db`]: PostgreSQL connection (the database is created if missing) and
+//!   per-schema migrations;
+//! - [`broker`]: the RabbitMQ connection with automatic recovery, the topology, and
+//!   publishing with confirms and `mandatory`;
+//! - [`outbox`] and [`consumer`]: a handler's writes, its inbox row and its outgoing
+//!   messages commit in one transaction; the delivery is acked after the commit; a
+//!   relay publishes the outbox; undecodable or refused messages are dead-lettered
+//!   with their reason;
+//! - [`service`]: starting and stopping a service, `/healthz`, and the `main` of the
+//!   worker binaries.
 
+pub mod broker;
+pub mod config;
+pub mod consumer;
+pub mod db;
+pub mod outbox;
+pub mod service;
+pub mod telemetry;
+pub mod validation;
+
+pub use config::Config;
+pub use consumer::{Handler, HandlerError, Incoming, Outcome};
+pub use service::{Handlers, Runtime};
+
+/// Re-exported so that services implement [`Handler`] with the same macro.
+pub use async_trait::async_trait;

@@ -1,0 +1,388 @@
+//! The booking saga's transition function: pure, no I/O, tested row by row against
+//! the sample's state machine (`shared/reference/booking-saga.md`).
+//!
+//! | state              | input              | local step              | next state         | sends            |
+//! |--------------------|--------------------|-------------------------|--------------------|------------------|
+//! | (start)            | booking requested  |                         | RESERVING_SEAT     | reserve seat     |
+//! | RESERVING_SEAT     | seat reserved      | reserve booking ok      | COLLECTING_PAYMENT | collect payment  |
+//! | RESERVING_SEAT     | seat reserved      | reserve booking fails   | RELEASING_SEAT     | release seat     |
+//! | RESERVING_SEAT     | seat unavailable   |                         | FAILED             | booking failed   |
+//! | COLLECTING_PAYMENT | payment collected  | confirm booking ok      | CONFIRMED          | booking confirmed|
+//! | COLLECTING_PAYMENT | payment collected  | confirm booking fails   | REFUNDING_PAYMENT  | refund payment   |
+//! | COLLECTING_PAYMENT | payment declined   | cancel booking          | RELEASING_SEAT     | release seat     |
+//! | REFUNDING_PAYMENT  | payment refunded   | cancel booking          | RELEASING_SEAT     | release seat     |
+//! | RELEASING_SEAT     | seat released      |                         | FAILED             | booking failed   |
+//! | FAILED             | seat reserved      | (late reply)            | FAILED             | release seat     |
+//! | FAILED             | payment collected  | (late reply)            | FAILED             | refund payment   |
+//!
+//! Any other pair is a duplicate or stale reply and changes nothing.
+
+use std::fmt;
+
+use airline_contracts::{FailureReason, SeatUnavailableReason};
+
+/// Where a booking's saga is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum State {
+    /// Waiting for the catalog to reserve a seat.
+    ReservingSeat,
+    /// Seat held and booking reserved; waiting for payment.
+    CollectingPayment,
+    /// Confirmation failed after payment; waiting for the refund.
+    RefundingPayment,
+    /// Booking cancelled; waiting for the seat to be given back.
+    ReleasingSeat,
+    /// Terminal: paid and confirmed.
+    Confirmed,
+    /// Terminal: failed, every step compensated.
+    Failed,
+}
+
+impl State {
+    /// Every state.
+    pub const ALL: [Self; 6] = [
+        Self::ReservingSeat,
+        Self::CollectingPayment,
+        Self::RefundingPayment,
+        Self::ReleasingSeat,
+        Self::Confirmed,
+        Self::Failed,
+    ];
+
+    /// The name stored in the database.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ReservingSeat => "RESERVING_SEAT",
+            Self::CollectingPayment => "COLLECTING_PAYMENT",
+            Self::RefundingPayment => "REFUNDING_PAYMENT",
+            Self::ReleasingSeat => "RELEASING_SEAT",
+            Self::Confirmed => "CONFIRMED",
+            Self::Failed => "FAILED",
+        }
+    }
+
+    /// Parses a stored name.
+    #[must_use]
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// Whether the saga has ended.
+    #[must_use]
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Confirmed | Self::Failed)
+    }
+
+    /// The status a client sees: PENDING until the saga ends.
+    #[must_use]
+    pub fn status(self) -> &'static str {
+        match self {
+            Self::Confirmed => "CONFIRMED",
+            Self::Failed => "FAILED",
+            _ => "PENDING",
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A reply from another service, as the saga sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Input {
+    /// The catalog holds a seat.
+    SeatReserved,
+    /// The catalog could not hold a seat.
+    SeatUnavailable(SeatUnavailableReason),
+    /// Payment charged the card.
+    PaymentCollected,
+    /// Payment did not charge the card.
+    PaymentDeclined(FailureReason),
+    /// Payment refunded the charge.
+    PaymentRefunded,
+    /// The catalog gave the seat back.
+    SeatReleased,
+}
+
+/// What the saga asks for next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Ask the catalog for a seat.
+    ReserveSeat,
+    /// Ask payment to charge the ticket price.
+    CollectPayment,
+    /// Ask payment to refund.
+    RefundPayment,
+    /// Ask the catalog to give the seat back.
+    ReleaseSeat,
+    /// Publish `booking.confirmed`.
+    PublishConfirmed,
+    /// Publish `booking.failed`.
+    PublishFailed,
+}
+
+/// The outcomes of the saga's local steps (reserve booking, confirm booking), which
+/// the orchestrator performs itself. They fail only when a fault is injected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LocalSteps {
+    /// "Reserve Booking" fails.
+    pub reserve_booking_fails: bool,
+    /// "Confirm Booking" fails.
+    pub confirm_booking_fails: bool,
+}
+
+/// A transition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// The state after it.
+    pub next: State,
+    /// What to send.
+    pub commands: Vec<Command>,
+    /// Why the booking is failing, when this transition starts the failure.
+    pub failure: Option<FailureReason>,
+    /// One line for the saga history.
+    pub note: &'static str,
+}
+
+fn go(next: State, command: Command, failure: Option<FailureReason>, note: &'static str) -> Option<Decision> {
+    Some(Decision {
+        next,
+        commands: vec![command],
+        failure,
+        note,
+    })
+}
+
+/// The first step of every saga.
+#[must_use]
+pub fn start() -> Decision {
+    Decision {
+        next: State::ReservingSeat,
+        commands: vec![Command::ReserveSeat],
+        failure: None,
+        note: "booking requested; reserving a seat",
+    }
+}
+
+/// The saga's next step, or `None` when `input` does not apply to `state` (a
+/// duplicate or stale reply: nothing changes).
+#[must_use]
+pub fn transition(state: State, input: Input, steps: LocalSteps) -> Option<Decision> {
+    use Command as C;
+    use State as S;
+    match (state, input) {
+        (S::ReservingSeat, Input::SeatReserved) if steps.reserve_booking_fails => go(
+            S::ReleasingSeat,
+            C::ReleaseSeat,
+            Some(FailureReason::BookingReservationFailed),
+            "seat reserved; reserving the booking failed: cancelling, releasing the seat",
+        ),
+        (S::ReservingSeat, Input::SeatReserved) => go(
+            S::CollectingPayment,
+            C::CollectPayment,
+            None,
+            "seat reserved; booking reserved; collecting payment",
+        ),
+        (S::ReservingSeat, Input::SeatUnavailable(reason)) => go(
+            S::Failed,
+            C::PublishFailed,
+            Some(match reason {
+                SeatUnavailableReason::SoldOut => FailureReason::SoldOut,
+                SeatUnavailableReason::FlightNotFound => FailureReason::FlightNotFound,
+                SeatUnavailableReason::ReservationFailed => FailureReason::SeatReservationFailed,
+            }),
+            "no seat reserved; booking failed",
+        ),
+        (S::CollectingPayment, Input::PaymentCollected) if steps.confirm_booking_fails => go(
+            S::RefundingPayment,
+            C::RefundPayment,
+            Some(FailureReason::ConfirmationFailed),
+            "payment collected; confirming the booking failed: refunding",
+        ),
+        (S::CollectingPayment, Input::PaymentCollected) => go(
+            S::Confirmed,
+            C::PublishConfirmed,
+            None,
+            "payment collected; booking confirmed",
+        ),
+        (S::CollectingPayment, Input::PaymentDeclined(reason)) => go(
+            S::ReleasingSeat,
+            C::ReleaseSeat,
+            Some(reason),
+            "payment not collected; booking cancelled; releasing the seat",
+        ),
+        (S::RefundingPayment, Input::PaymentRefunded) => go(
+            S::ReleasingSeat,
+            C::ReleaseSeat,
+            None,
+            "payment refunded; booking cancelled; releasing the seat",
+        ),
+        (S::ReleasingSeat, Input::SeatReleased) => go(
+            S::Failed,
+            C::PublishFailed,
+            None,
+            "seat released; booking failed",
+        ),
+        (S::Failed, Input::SeatReserved) => go(
+            S::Failed,
+            C::ReleaseSeat,
+            None,
+            "late seat reservation after the saga ended; releasing it",
+        ),
+        (S::Failed, Input::PaymentCollected) => go(
+            S::Failed,
+            C::RefundPayment,
+            None,
+            "late payment after the saga ended; refunding it",
+        ),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OK: LocalSteps = LocalSteps {
+        reserve_booking_fails: false,
+        confirm_booking_fails: false,
+    };
+
+    fn run(steps: LocalSteps, inputs: &[Input]) -> (Vec<State>, Vec<Command>, Option<FailureReason>) {
+        let first = start();
+        let mut state = first.next;
+        let mut states = vec![state];
+        let mut commands = first.commands;
+        let mut failure = None;
+        for input in inputs {
+            let d = transition(state, *input, steps).unwrap_or_else(|| panic!("{state} does not take {input:?}"));
+            state = d.next;
+            states.push(state);
+            commands.extend(d.commands);
+            failure = failure.or(d.failure);
+        }
+        (states, commands, failure)
+    }
+
+    #[test]
+    fn every_row_of_the_table() {
+        use Command as C;
+        use State as S;
+        let fail_reserve = LocalSteps { reserve_booking_fails: true, ..OK };
+        let fail_confirm = LocalSteps { confirm_booking_fails: true, ..OK };
+        let declined = Input::PaymentDeclined(FailureReason::PaymentDeclined);
+        let sold_out = Input::SeatUnavailable(SeatUnavailableReason::SoldOut);
+        let rows: &[(S, Input, LocalSteps, Option<(S, C, Option<FailureReason>)>)] = &[
+            (S::ReservingSeat, Input::SeatReserved, OK, Some((S::CollectingPayment, C::CollectPayment, None))),
+            (S::ReservingSeat, Input::SeatReserved, fail_reserve, Some((S::ReleasingSeat, C::ReleaseSeat, Some(FailureReason::BookingReservationFailed)))),
+            (S::ReservingSeat, sold_out, OK, Some((S::Failed, C::PublishFailed, Some(FailureReason::SoldOut)))),
+            (S::ReservingSeat, Input::SeatUnavailable(SeatUnavailableReason::FlightNotFound), OK, Some((S::Failed, C::PublishFailed, Some(FailureReason::FlightNotFound)))),
+            (S::ReservingSeat, Input::SeatUnavailable(SeatUnavailableReason::ReservationFailed), OK, Some((S::Failed, C::PublishFailed, Some(FailureReason::SeatReservationFailed)))),
+            (S::CollectingPayment, Input::PaymentCollected, OK, Some((S::Confirmed, C::PublishConfirmed, None))),
+            (S::CollectingPayment, Input::PaymentCollected, fail_confirm, Some((S::RefundingPayment, C::RefundPayment, Some(FailureReason::ConfirmationFailed)))),
+            (S::CollectingPayment, declined, OK, Some((S::ReleasingSeat, C::ReleaseSeat, Some(FailureReason::PaymentDeclined)))),
+            (S::CollectingPayment, Input::PaymentDeclined(FailureReason::PaymentFailed), OK, Some((S::ReleasingSeat, C::ReleaseSeat, Some(FailureReason::PaymentFailed)))),
+            (S::RefundingPayment, Input::PaymentRefunded, OK, Some((S::ReleasingSeat, C::ReleaseSeat, None))),
+            (S::ReleasingSeat, Input::SeatReleased, OK, Some((S::Failed, C::PublishFailed, None))),
+            (S::Failed, Input::SeatReserved, OK, Some((S::Failed, C::ReleaseSeat, None))),
+            (S::Failed, Input::PaymentCollected, OK, Some((S::Failed, C::RefundPayment, None))),
+            // Duplicates and stale replies change nothing.
+            (S::CollectingPayment, Input::SeatReserved, OK, None),
+            (S::Confirmed, Input::PaymentCollected, OK, None),
+            (S::Confirmed, Input::SeatReserved, OK, None),
+            (S::Failed, Input::SeatReleased, OK, None),
+            (S::Failed, declined, OK, None),
+            (S::ReleasingSeat, Input::PaymentRefunded, OK, None),
+            (S::ReservingSeat, Input::PaymentCollected, OK, None),
+        ];
+        for (state, input, steps, expected) in rows {
+            let got = transition(*state, *input, *steps).map(|d| {
+                assert_eq!(d.commands.len(), 1);
+                (d.next, d.commands[0], d.failure)
+            });
+            assert_eq!(got, *expected, "{state} + {input:?} with {steps:?}");
+        }
+    }
+
+    #[test]
+    fn the_happy_path_confirms() {
+        let (states, commands, failure) = run(OK, &[Input::SeatReserved, Input::PaymentCollected]);
+        assert_eq!(states.last(), Some(&State::Confirmed));
+        assert_eq!(commands, [Command::ReserveSeat, Command::CollectPayment, Command::PublishConfirmed]);
+        assert_eq!(failure, None);
+    }
+
+    #[test]
+    fn chain_seat_not_reserved() {
+        let (states, commands, failure) =
+            run(OK, &[Input::SeatUnavailable(SeatUnavailableReason::SoldOut)]);
+        assert_eq!(states, [State::ReservingSeat, State::Failed]);
+        assert_eq!(commands, [Command::ReserveSeat, Command::PublishFailed]);
+        assert_eq!(failure, Some(FailureReason::SoldOut));
+    }
+
+    #[test]
+    fn chain_booking_not_reserved_or_payment_not_collected() {
+        let fail_reserve = LocalSteps { reserve_booking_fails: true, ..OK };
+        let (states, commands, failure) = run(fail_reserve, &[Input::SeatReserved, Input::SeatReleased]);
+        assert_eq!(states, [State::ReservingSeat, State::ReleasingSeat, State::Failed]);
+        assert_eq!(commands, [Command::ReserveSeat, Command::ReleaseSeat, Command::PublishFailed]);
+        assert_eq!(failure, Some(FailureReason::BookingReservationFailed));
+
+        let (states, commands, failure) = run(
+            OK,
+            &[Input::SeatReserved, Input::PaymentDeclined(FailureReason::PaymentDeclined), Input::SeatReleased],
+        );
+        assert_eq!(
+            states,
+            [State::ReservingSeat, State::CollectingPayment, State::ReleasingSeat, State::Failed]
+        );
+        assert_eq!(
+            commands,
+            [Command::ReserveSeat, Command::CollectPayment, Command::ReleaseSeat, Command::PublishFailed]
+        );
+        assert_eq!(failure, Some(FailureReason::PaymentDeclined));
+    }
+
+    #[test]
+    fn chain_booking_not_confirmed() {
+        let fail_confirm = LocalSteps { confirm_booking_fails: true, ..OK };
+        let (states, commands, failure) = run(
+            fail_confirm,
+            &[Input::SeatReserved, Input::PaymentCollected, Input::PaymentRefunded, Input::SeatReleased],
+        );
+        assert_eq!(
+            states,
+            [
+                State::ReservingSeat,
+                State::CollectingPayment,
+                State::RefundingPayment,
+                State::ReleasingSeat,
+                State::Failed
+            ]
+        );
+        assert_eq!(
+            commands,
+            [
+                Command::ReserveSeat,
+                Command::CollectPayment,
+                Command::RefundPayment,
+                Command::ReleaseSeat,
+                Command::PublishFailed
+            ]
+        );
+        assert_eq!(failure, Some(FailureReason::ConfirmationFailed));
+    }
+
+    #[test]
+    fn states_round_trip_and_map_to_statuses() {
+        for s in State::ALL {
+            assert_eq!(State::parse(s.as_str()), Some(s));
+            assert_eq!(s.status() == "PENDING", !s.is_terminal());
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! Configuration from environment variables, with safe local defaults.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::str::FromStr;
+
+use airline_contracts::topology::DEFAULT_PREFIX;
+
+/// The saga steps a fault can be injected into (`AIRLINE_FAULT_STEPS`), so that each
+/// compensation chain can be run end to end. Off by default.
+pub const FAULT_STEPS: &[&str] = &[
+    "reserve-seat",
+    "reserve-booking",
+    "collect-payment",
+    "confirm-booking",
+];
+
+/// Everything a service reads from its environment.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `AMQP_URL`: the broker, with its vhost.
+    pub amqp_url: String,
+    /// `DATABASE_URL`: the database; created if missing.
+    pub database_url: String,
+    /// `AIRLINE_HTTP_ADDR`: where the gateway, or a worker's /healthz, listens.
+    pub http_addr: SocketAddr,
+    /// `AIRLINE_PREFIX`: put before every exchange and queue name.
+    pub prefix: String,
+    /// `AIRLINE_PREFETCH`: unacknowledged deliveries per consumer, and so the
+    /// number of messages a consumer handles at once.
+    pub prefetch: u16,
+    /// `AIRLINE_DB_POOL`: database connections per process.
+    pub db_pool: u32,
+    /// `AIRLINE_OUTBOX_BATCH`: outbox rows the relay publishes per transaction.
+    pub outbox_batch: i64,
+    /// `AIRLINE_FAULT_STEPS`: comma-separated saga steps that fail on purpose.
+    pub fault_steps: BTreeSet<String>,
+}
+
+/// A variable that is set but cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{name}={value:?} is not valid: {reason}")]
+pub struct ConfigError {
+    name: &'static str,
+    value: String,
+    reason: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            database_url: "postgres://postgres@127.0.0.1:5432/airline".into(),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            prefix: DEFAULT_PREFIX.into(),
+            prefetch: 64,
+            db_pool: 16,
+            outbox_batch: 200,
+            fault_steps: BTreeSet::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads the environment; unset variables take their defaults.
+    ///
+    /// # Errors
+    /// [`ConfigError`] names the first variable whose value cannot be used.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads configuration through `lookup` (the environment, or a test's map).
+    ///
+    /// # Errors
+    /// [`ConfigError`] names the first variable whose value cannot be used.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut config = Self::default();
+        if let Some(v) = lookup("AMQP_URL") {
+            if !v.starts_with("amqp://") && !v.starts_with("amqps://") {
+                return Err(invalid("AMQP_URL", &v, "must start with amqp:// or amqps://"));
+            }
+            config.amqp_url = v;
+        }
+        if let Some(v) = lookup("DATABASE_URL") {
+            if !v.starts_with("postgres://") && !v.starts_with("postgresql://") {
+                return Err(invalid("DATABASE_URL", &v, "must start with postgres://"));
+            }
+            config.database_url = v;
+        }
+        parse_into(&lookup, "AIRLINE_HTTP_ADDR", &mut config.http_addr, "expected host:port, e.g. 127.0.0.1:8080")?;
+        parse_into(&lookup, "AIRLINE_PREFETCH", &mut config.prefetch, "expected 1 to 65535")?;
+        parse_into(&lookup, "AIRLINE_DB_POOL", &mut config.db_pool, "expected a whole number")?;
+        parse_into(&lookup, "AIRLINE_OUTBOX_BATCH", &mut config.outbox_batch, "expected a whole number")?;
+        if config.prefetch == 0 || config.db_pool == 0 || config.outbox_batch <= 0 {
+            return Err(invalid("AIRLINE_PREFETCH/AIRLINE_DB_POOL/AIRLINE_OUTBOX_BATCH", "0", "must be at least 1"));
+        }
+        if let Some(v) = lookup("AIRLINE_PREFIX") {
+            if !v.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+                return Err(invalid("AIRLINE_PREFIX", &v, "may hold only letters, digits, '.', '_' and '-'"));
+            }
+            config.prefix = v;
+        }
+        if let Some(v) = lookup("AIRLINE_FAULT_STEPS") {
+            for step in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                if !FAULT_STEPS.contains(&step) {
+                    let known = FAULT_STEPS.join(", ");
+                    return Err(invalid("AIRLINE_FAULT_STEPS", &v, &format!("unknown step `{step}`; known: {known}")));
+                }
+                config.fault_steps.insert(step.to_owned());
+            }
+        }
+        Ok(config)
+    }
+
+    /// Whether a fault is injected into `step` (one of [`FAULT_STEPS`]).
+    #[must_use]
+    pub fn fails(&self, step: &str) -> bool {
+        self.fault_steps.contains(step)
+    }
+}
+
+fn invalid(name: &'static str, value: &str, reason: &str) -> ConfigError {
+    ConfigError {
+        name,
+        value: value.to_owned(),
+        reason: reason.to_owned(),
+    }
+}
+
+fn parse_into<T: FromStr>(
+    lookup: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    slot: &mut T,
+    reason: &str,
+) -> Result<(), ConfigError> {
+    if let Some(v) = lookup(name) {
+        *slot = v.parse().map_err(|_| invalid(name, &v, reason))?;
+    }
+    Ok(())
+}
+
+/// A URL with its password replaced by `***`, for messages and logs.
+#[must_use]
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn from(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_are_local() {
+        let c = from(&[]).expect("defaults");
+        assert_eq!(c.amqp_url, "amqp://guest:guest@127.0.0.1:5672/%2f");
+        assert_eq!(c.database_url, "postgres://postgres@127.0.0.1:5432/airline");
+        assert_eq!(c.http_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.prefix, "airline.");
+        assert!(c.fault_steps.is_empty());
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let err = from(&[("AIRLINE_PREFETCH", "many")]).unwrap_err().to_string();
+        assert!(err.starts_with("AIRLINE_PREFETCH=\"many\""), "{err}");
+        let err = from(&[("AIRLINE_FAULT_STEPS", "explode")]).unwrap_err().to_string();
+        assert!(err.contains("unknown step `explode`"), "{err}");
+        let err = from(&[("DATABASE_URL", "mysql://x")]).unwrap_err().to_string();
+        assert!(err.contains("DATABASE_URL"), "{err}");
+    }
+
+    #[test]
+    fn fault_steps_parse() {
+        let c = from(&[("AIRLINE_FAULT_STEPS", "confirm-booking, reserve-seat")]).expect("valid");
+        assert!(c.fails("confirm-booking") && c.fails("reserve-seat") && !c.fails("collect-payment"));
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(redact_url("amqp://guest:secret@h:5672/%2f"), "amqp://guest:***@h:5672/%2f");
+        assert_eq!(redact_url("postgres://postgres@h/db"), "postgres://postgres@h/db");
+    }
+}

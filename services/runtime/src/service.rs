@@ -1,0 +1,272 @@
+//! Starting a service: connect, migrate, declare, consume, serve /healthz, stop.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use airline_contracts::{Names, QueueSpec};
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use lapin::Connection;
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::{self, Publisher};
+use crate::config::Config;
+use crate::consumer::{ConsumerContext, Handler, run_consumer};
+use crate::db;
+use crate::outbox::{RelaySignal, run_relay};
+
+/// The connections a process shares between its services.
+#[derive(Clone)]
+pub struct Runtime {
+    /// The configuration it started with.
+    pub config: Config,
+    /// The database pool.
+    pub pool: PgPool,
+    /// The broker connection (automatic recovery on).
+    pub connection: Arc<Connection>,
+    /// Broker names under the configured prefix.
+    pub names: Names,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").field("names", &self.names).finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// Connects to the database (creating it if missing) and the broker, migrates the
+    /// messaging schema and declares the topology.
+    ///
+    /// # Errors
+    /// One line naming what is unreachable.
+    pub async fn start(config: Config, process_name: &str) -> anyhow::Result<Self> {
+        let pool = db::connect(&config.database_url, config.db_pool).await?;
+        db::migrate(&pool, "messaging", &db::MESSAGING_MIGRATIONS).await?;
+        let connection = broker::connect(&config.amqp_url, process_name).await?;
+        let names = Names::new(config.prefix.clone());
+        let channel = connection.create_channel().await?;
+        broker::declare_topology(&channel, &names).await?;
+        let _ = channel.close(200, "topology declared".into()).await;
+        Ok(Self {
+            config,
+            pool,
+            connection: Arc::new(connection),
+            names,
+        })
+    }
+
+    /// Runs a service's migrations in its own schema.
+    ///
+    /// # Errors
+    /// When a migration fails.
+    pub async fn migrate(&self, schema: &str, migrator: &Migrator) -> anyhow::Result<()> {
+        db::migrate(&self.pool, schema, migrator).await
+    }
+
+    /// Closes the broker connection and the pool.
+    pub async fn close(&self) {
+        let _ = self.connection.close(200, "shutting down".into()).await;
+        self.pool.close().await;
+    }
+}
+
+/// A service's consumers: which queue each handler serves.
+pub type Handlers = Vec<(&'static QueueSpec, Arc<dyn Handler>)>;
+
+/// Starts the outbox relay of `producer` and returns the signal that wakes it.
+///
+/// # Errors
+/// When its publishing channel cannot be opened.
+pub async fn start_relay(
+    rt: &Runtime,
+    producer: &'static str,
+    tasks: &tokio_util::task::TaskTracker,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<RelaySignal> {
+    let signal: RelaySignal = Arc::new(Notify::new());
+    let publisher = Publisher::open(&rt.connection).await?;
+    tasks.spawn(run_relay(
+        rt.pool.clone(),
+        publisher,
+        rt.names.clone(),
+        producer.to_owned(),
+        rt.config.outbox_batch,
+        Arc::clone(&signal),
+        shutdown.clone(),
+    ));
+    Ok(signal)
+}
+
+/// Runs a worker service (its relay and its consumers) until `shutdown`.
+///
+/// # Errors
+/// When a consumer cannot start or loses the broker for good; the others are then
+/// stopped too.
+pub async fn run_worker(
+    rt: &Runtime,
+    service: &'static str,
+    handlers: Handlers,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let tasks = tokio_util::task::TaskTracker::new();
+    // The relay outlives the consumers: it stops after them, to publish what their
+    // last commits wrote.
+    let relay_stop = CancellationToken::new();
+    let relay = start_relay(rt, service, &tasks, &relay_stop).await?;
+    let ctx = ConsumerContext {
+        connection: Arc::clone(&rt.connection),
+        pool: rt.pool.clone(),
+        names: rt.names.clone(),
+        service,
+        prefetch: rt.config.prefetch,
+        relay,
+    };
+    let mut consumers = tokio::task::JoinSet::new();
+    for (queue, handler) in handlers {
+        consumers.spawn(run_consumer(ctx.clone(), queue, handler, shutdown.clone()));
+    }
+    let mut result = Ok(());
+    while let Some(joined) = consumers.join_next().await {
+        let outcome = joined.map_err(anyhow::Error::from).and_then(|r| r);
+        if let Err(e) = outcome {
+            tracing::error!(service, error = format!("{e:#}"), "consumer failed; stopping the service");
+            shutdown.cancel();
+            if result.is_ok() {
+                result = Err(e);
+            }
+        }
+    }
+    relay_stop.cancel();
+    tasks.close();
+    tasks.wait().await;
+    result
+}
+
+/// `/healthz`: 200 when the broker connection is up and the database answers.
+pub fn health_router(rt: Runtime) -> Router {
+    Router::new().route("/healthz", get(healthz)).with_state(rt)
+}
+
+async fn healthz(State(rt): State<Runtime>) -> (StatusCode, axum::Json<serde_json::Value>) {
+    let broker = rt.connection.status().connected();
+    let database = tokio::time::timeout(
+        Duration::from_secs(2),
+        sqlx::query("SELECT 1").execute(&rt.pool),
+    )
+    .await
+    .is_ok_and(|r| r.is_ok());
+    let up = |ok: bool| if ok { "up" } else { "down" };
+    let status = if broker && database {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        axum::Json(serde_json::json!({
+            "status": if status == StatusCode::OK { "ok" } else { "unavailable" },
+            "broker": up(broker),
+            "database": up(database),
+        })),
+    )
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+/// Serves `router` on the configured address until `shutdown`.
+///
+/// # Errors
+/// When the address cannot be bound.
+pub async fn serve(router: Router, listener: tokio::net::TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await?;
+    Ok(())
+}
+
+/// Binds the configured HTTP address, with an error that names it.
+///
+/// # Errors
+/// When the address is taken or not local.
+pub async fn bind(config: &Config) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(config.http_addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on AIRLINE_HTTP_ADDR={}: {e}", config.http_addr))
+}
+
+/// The `main` of a worker binary: reads the environment, connects, migrates its
+/// schema, serves /healthz and runs the worker until Ctrl-C or SIGTERM.
+pub fn worker_main(
+    service: &'static str,
+    migrations: &'static Migrator,
+    handlers: fn(&Runtime) -> Handlers,
+) -> ExitCode {
+    crate::telemetry::init();
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("airline-{service}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("airline-{service}: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        let listener = bind(&config).await?;
+        let rt = Runtime::start(config, &format!("airline-{service}")).await?;
+        rt.migrate(service, migrations).await?;
+        let shutdown = CancellationToken::new();
+        let http = tokio::spawn(serve(health_router(rt.clone()), listener, shutdown.clone()));
+        let signal_token = shutdown.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("shutdown requested");
+            signal_token.cancel();
+        });
+        tracing::info!(service, addr = %rt.config.http_addr, "started");
+        let result = run_worker(&rt, service, handlers(&rt), shutdown.clone()).await;
+        shutdown.cancel();
+        let _ = http.await;
+        rt.close().await;
+        result
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("airline-{service}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
