@@ -24,5 +24,5 @@ pub mod topology;
 mod values;
 
 pub use messages::{DecodeError, Message, MessageKind, MessageType};
-pub use topology::{Names, QueueSpec, QUEUES};
+pub use topology::{Names, QUEUES, QueueSpec};
 pub use values::{FailureReason, PaymentToken, PaymentTokenError, SeatUnavailableReason};

@@ -46,9 +46,7 @@ pub fn asyncapi() -> Value {
     let mut operations = Map::new();
     let mut messages = Map::new();
 
-    let exchange = |logical: &str, kind: &str| {
-        json!({ "name": names.resolve(logical), "type": kind, "durable": true, "autoDelete": false, "vhost": "/" })
-    };
+    let exchange = |logical: &str, kind: &str| json!({ "name": names.resolve(logical), "type": kind, "durable": true, "autoDelete": false, "vhost": "/" });
 
     for (t, schema) in Message::schemas() {
         let id = t.to_string();
@@ -96,7 +94,10 @@ pub fn asyncapi() -> Value {
             .message_types()
             .map(|t| {
                 let id = t.to_string();
-                (id.clone(), json!({ "$ref": format!("#/components/messages/{id}") }))
+                (
+                    id.clone(),
+                    json!({ "$ref": format!("#/components/messages/{id}") }),
+                )
             })
             .collect();
         channels.insert(
@@ -204,8 +205,7 @@ fn key(k: &str) -> String {
         .chars()
         .next()
         .is_some_and(|c| c.is_ascii_alphabetic() || c == '$' || c == '_')
-        && k
-            .chars()
+        && k.chars()
             .all(|c| c.is_ascii_alphanumeric() || "$_.-/".contains(c));
     if plain {
         k.to_owned()

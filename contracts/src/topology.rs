@@ -51,14 +51,22 @@ pub const QUEUES: &[QueueSpec] = &[
     q("flight.reserve-seat", "catalog", &["flight.reserve-seat"]),
     q("flight.release-seat", "catalog", &["flight.release-seat"]),
     q("flight.seat-reserved", "booking", &["flight.seat-reserved"]),
-    q("flight.seat-unavailable", "booking", &["flight.seat-unavailable"]),
+    q(
+        "flight.seat-unavailable",
+        "booking",
+        &["flight.seat-unavailable"],
+    ),
     q("flight.released", "booking", &["flight.released"]),
     q("payment.collect", "payment", &["payment.collect"]),
     q("payment.refund", "payment", &["payment.refund"]),
     q("payment.collected", "booking", &["payment.collected"]),
     q("payment.declined", "booking", &["payment.declined"]),
     q("payment.refunded", "booking", &["payment.refunded"]),
-    q("loyalty.booking-confirmed", "loyalty", &["booking.confirmed"]),
+    q(
+        "loyalty.booking-confirmed",
+        "loyalty",
+        &["booking.confirmed"],
+    ),
     q(
         "notify.booking-outcomes",
         "notify",
@@ -154,14 +162,25 @@ mod tests {
             assert!(QUEUES.iter().any(|q| q.name == name), "{name}");
         }
         let names = Names::default();
-        assert_eq!(names.resolve("booking.requested"), "airline.booking.requested");
-        assert_eq!(names.dlq("booking.requested"), "airline.booking.requested.dlq");
+        assert_eq!(
+            names.resolve("booking.requested"),
+            "airline.booking.requested"
+        );
+        assert_eq!(
+            names.dlq("booking.requested"),
+            "airline.booking.requested.dlq"
+        );
     }
 
     #[test]
     fn every_binding_names_a_message_and_every_message_is_consumed() {
         for queue in QUEUES {
-            assert_eq!(queue.message_types().count(), queue.messages.len(), "{}", queue.name);
+            assert_eq!(
+                queue.message_types().count(),
+                queue.messages.len(),
+                "{}",
+                queue.name
+            );
         }
         for t in Message::TYPES {
             assert!(
@@ -174,8 +193,14 @@ mod tests {
 
     #[test]
     fn a_command_has_exactly_one_queue() {
-        for t in Message::TYPES.iter().filter(|t| t.kind == MessageKind::Command) {
-            let n = QUEUES.iter().filter(|q| q.messages.contains(&t.name)).count();
+        for t in Message::TYPES
+            .iter()
+            .filter(|t| t.kind == MessageKind::Command)
+        {
+            let n = QUEUES
+                .iter()
+                .filter(|q| q.messages.contains(&t.name))
+                .count();
             assert_eq!(n, 1, "{}", t.name);
         }
     }

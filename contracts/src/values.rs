@@ -150,7 +150,12 @@ mod tests {
 
     #[test]
     fn payment_tokens_are_checked() {
-        for good in ["tok_visa", "tok_mastercard", "tok_chargeDeclined", "tok_a_1"] {
+        for good in [
+            "tok_visa",
+            "tok_mastercard",
+            "tok_chargeDeclined",
+            "tok_a_1",
+        ] {
             assert!(PaymentToken::parse(good).is_ok(), "{good}");
         }
         let cases = [

@@ -27,7 +27,11 @@ fn schemas_and_asyncapi_match_the_types() {
     let mut drift = Vec::new();
     let dir = root().join("schemas");
     let files = schema_files();
-    drift.extend(files.iter().filter_map(|(name, text)| check(&dir.join(name), text)));
+    drift.extend(
+        files
+            .iter()
+            .filter_map(|(name, text)| check(&dir.join(name), text)),
+    );
     if let Ok(entries) = std::fs::read_dir(&dir) {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();

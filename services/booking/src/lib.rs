@@ -53,7 +53,11 @@ pub struct StartSaga;
 
 #[async_trait]
 impl Handler for StartSaga {
-    async fn handle(&self, tx: &mut PgConnection, msg: &Incoming) -> Result<Vec<Message>, HandlerError> {
+    async fn handle(
+        &self,
+        tx: &mut PgConnection,
+        msg: &Incoming,
+    ) -> Result<Vec<Message>, HandlerError> {
         let Message::BookingRequested(req) = &msg.message else {
             return Err(HandlerError::Rejected("expected booking.requested".into()));
         };
@@ -121,7 +125,11 @@ fn input_of(message: &Message) -> Option<Input> {
 
 #[async_trait]
 impl Handler for AdvanceSaga {
-    async fn handle(&self, tx: &mut PgConnection, msg: &Incoming) -> Result<Vec<Message>, HandlerError> {
+    async fn handle(
+        &self,
+        tx: &mut PgConnection,
+        msg: &Incoming,
+    ) -> Result<Vec<Message>, HandlerError> {
         let input = input_of(&msg.message)
             .ok_or_else(|| HandlerError::Rejected("not a reply of the booking saga".into()))?;
         let booking_id = msg.message.booking_id();
@@ -140,8 +148,9 @@ impl Handler for AdvanceSaga {
             customer_id: row.try_get("customer_id")?,
             flight_id: row.try_get("outbound_flight_id")?,
             payment_token: row.try_get("payment_token")?,
-            state: State::parse(&state)
-                .ok_or_else(|| HandlerError::Unexpected(anyhow::anyhow!("unknown saga state {state}")))?,
+            state: State::parse(&state).ok_or_else(|| {
+                HandlerError::Unexpected(anyhow::anyhow!("unknown saga state {state}"))
+            })?,
             version: row.try_get("version")?,
             failure: row
                 .try_get::<Option<String>, _>("failure_reason")?
@@ -210,7 +219,8 @@ fn command_message(
     reference: Option<&str>,
     now: OffsetDateTime,
 ) -> Result<Message, HandlerError> {
-    let missing = |what: &str| HandlerError::Unexpected(anyhow::anyhow!("saga {} has no {what}", saga.id));
+    let missing =
+        |what: &str| HandlerError::Unexpected(anyhow::anyhow!("saga {} has no {what}", saga.id));
     Ok(match command {
         Command::ReserveSeat => Message::ReserveSeat(ReserveSeat {
             booking_id: saga.id,
@@ -221,24 +231,37 @@ fn command_message(
             flight_id: saga.flight_id,
         }),
         Command::CollectPayment => {
-            let token = saga.payment_token.as_deref().ok_or_else(|| missing("payment token"))?;
+            let token = saga
+                .payment_token
+                .as_deref()
+                .ok_or_else(|| missing("payment token"))?;
             Message::CollectPayment(CollectPayment {
                 booking_id: saga.id,
                 customer_id: saga.customer_id.clone(),
                 payment_token: PaymentToken::parse(token)
                     .map_err(|e| HandlerError::Rejected(format!("stored payment token {e}")))?,
                 amount: saga.ticket_price.ok_or_else(|| missing("ticket price"))?,
-                currency: saga.ticket_currency.clone().ok_or_else(|| missing("currency"))?,
+                currency: saga
+                    .ticket_currency
+                    .clone()
+                    .ok_or_else(|| missing("currency"))?,
             })
         }
-        Command::RefundPayment => Message::RefundPayment(RefundPayment { booking_id: saga.id }),
+        Command::RefundPayment => Message::RefundPayment(RefundPayment {
+            booking_id: saga.id,
+        }),
         Command::PublishConfirmed => Message::BookingConfirmed(BookingConfirmed {
             booking_id: saga.id,
             customer_id: saga.customer_id.clone(),
             outbound_flight_id: saga.flight_id,
-            booking_reference: reference.ok_or_else(|| missing("booking reference"))?.to_owned(),
+            booking_reference: reference
+                .ok_or_else(|| missing("booking reference"))?
+                .to_owned(),
             ticket_price: saga.ticket_price.ok_or_else(|| missing("ticket price"))?,
-            ticket_currency: saga.ticket_currency.clone().ok_or_else(|| missing("currency"))?,
+            ticket_currency: saga
+                .ticket_currency
+                .clone()
+                .ok_or_else(|| missing("currency"))?,
             confirmed_at: now,
         }),
         Command::PublishFailed => Message::BookingFailed(BookingFailed {
@@ -290,7 +313,8 @@ pub fn reference_from(random: u32) -> String {
 async fn new_reference(tx: &mut PgConnection) -> sqlx::Result<String> {
     loop {
         let bytes = Uuid::new_v4().into_bytes();
-        let candidate = reference_from(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]));
+        let candidate =
+            reference_from(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]));
         let taken = sqlx::query("SELECT 1 FROM booking.bookings WHERE booking_reference = $1")
             .bind(&candidate)
             .fetch_optional(&mut *tx)

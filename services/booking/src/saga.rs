@@ -148,7 +148,12 @@ pub struct Decision {
     pub note: &'static str,
 }
 
-fn go(next: State, command: Command, failure: Option<FailureReason>, note: &'static str) -> Option<Decision> {
+fn go(
+    next: State,
+    command: Command,
+    failure: Option<FailureReason>,
+    note: &'static str,
+) -> Option<Decision> {
     Some(Decision {
         next,
         commands: vec![command],
@@ -252,14 +257,18 @@ mod tests {
         confirm_booking_fails: false,
     };
 
-    fn run(steps: LocalSteps, inputs: &[Input]) -> (Vec<State>, Vec<Command>, Option<FailureReason>) {
+    fn run(
+        steps: LocalSteps,
+        inputs: &[Input],
+    ) -> (Vec<State>, Vec<Command>, Option<FailureReason>) {
         let first = start();
         let mut state = first.next;
         let mut states = vec![state];
         let mut commands = first.commands;
         let mut failure = None;
         for input in inputs {
-            let d = transition(state, *input, steps).unwrap_or_else(|| panic!("{state} does not take {input:?}"));
+            let d = transition(state, *input, steps)
+                .unwrap_or_else(|| panic!("{state} does not take {input:?}"));
             state = d.next;
             states.push(state);
             commands.extend(d.commands);
@@ -272,24 +281,119 @@ mod tests {
     fn every_row_of_the_table() {
         use Command as C;
         use State as S;
-        let fail_reserve = LocalSteps { reserve_booking_fails: true, ..OK };
-        let fail_confirm = LocalSteps { confirm_booking_fails: true, ..OK };
+        let fail_reserve = LocalSteps {
+            reserve_booking_fails: true,
+            ..OK
+        };
+        let fail_confirm = LocalSteps {
+            confirm_booking_fails: true,
+            ..OK
+        };
         let declined = Input::PaymentDeclined(FailureReason::PaymentDeclined);
         let sold_out = Input::SeatUnavailable(SeatUnavailableReason::SoldOut);
         let rows: &[(S, Input, LocalSteps, Option<(S, C, Option<FailureReason>)>)] = &[
-            (S::ReservingSeat, Input::SeatReserved, OK, Some((S::CollectingPayment, C::CollectPayment, None))),
-            (S::ReservingSeat, Input::SeatReserved, fail_reserve, Some((S::ReleasingSeat, C::ReleaseSeat, Some(FailureReason::BookingReservationFailed)))),
-            (S::ReservingSeat, sold_out, OK, Some((S::Failed, C::PublishFailed, Some(FailureReason::SoldOut)))),
-            (S::ReservingSeat, Input::SeatUnavailable(SeatUnavailableReason::FlightNotFound), OK, Some((S::Failed, C::PublishFailed, Some(FailureReason::FlightNotFound)))),
-            (S::ReservingSeat, Input::SeatUnavailable(SeatUnavailableReason::ReservationFailed), OK, Some((S::Failed, C::PublishFailed, Some(FailureReason::SeatReservationFailed)))),
-            (S::CollectingPayment, Input::PaymentCollected, OK, Some((S::Confirmed, C::PublishConfirmed, None))),
-            (S::CollectingPayment, Input::PaymentCollected, fail_confirm, Some((S::RefundingPayment, C::RefundPayment, Some(FailureReason::ConfirmationFailed)))),
-            (S::CollectingPayment, declined, OK, Some((S::ReleasingSeat, C::ReleaseSeat, Some(FailureReason::PaymentDeclined)))),
-            (S::CollectingPayment, Input::PaymentDeclined(FailureReason::PaymentFailed), OK, Some((S::ReleasingSeat, C::ReleaseSeat, Some(FailureReason::PaymentFailed)))),
-            (S::RefundingPayment, Input::PaymentRefunded, OK, Some((S::ReleasingSeat, C::ReleaseSeat, None))),
-            (S::ReleasingSeat, Input::SeatReleased, OK, Some((S::Failed, C::PublishFailed, None))),
-            (S::Failed, Input::SeatReserved, OK, Some((S::Failed, C::ReleaseSeat, None))),
-            (S::Failed, Input::PaymentCollected, OK, Some((S::Failed, C::RefundPayment, None))),
+            (
+                S::ReservingSeat,
+                Input::SeatReserved,
+                OK,
+                Some((S::CollectingPayment, C::CollectPayment, None)),
+            ),
+            (
+                S::ReservingSeat,
+                Input::SeatReserved,
+                fail_reserve,
+                Some((
+                    S::ReleasingSeat,
+                    C::ReleaseSeat,
+                    Some(FailureReason::BookingReservationFailed),
+                )),
+            ),
+            (
+                S::ReservingSeat,
+                sold_out,
+                OK,
+                Some((S::Failed, C::PublishFailed, Some(FailureReason::SoldOut))),
+            ),
+            (
+                S::ReservingSeat,
+                Input::SeatUnavailable(SeatUnavailableReason::FlightNotFound),
+                OK,
+                Some((
+                    S::Failed,
+                    C::PublishFailed,
+                    Some(FailureReason::FlightNotFound),
+                )),
+            ),
+            (
+                S::ReservingSeat,
+                Input::SeatUnavailable(SeatUnavailableReason::ReservationFailed),
+                OK,
+                Some((
+                    S::Failed,
+                    C::PublishFailed,
+                    Some(FailureReason::SeatReservationFailed),
+                )),
+            ),
+            (
+                S::CollectingPayment,
+                Input::PaymentCollected,
+                OK,
+                Some((S::Confirmed, C::PublishConfirmed, None)),
+            ),
+            (
+                S::CollectingPayment,
+                Input::PaymentCollected,
+                fail_confirm,
+                Some((
+                    S::RefundingPayment,
+                    C::RefundPayment,
+                    Some(FailureReason::ConfirmationFailed),
+                )),
+            ),
+            (
+                S::CollectingPayment,
+                declined,
+                OK,
+                Some((
+                    S::ReleasingSeat,
+                    C::ReleaseSeat,
+                    Some(FailureReason::PaymentDeclined),
+                )),
+            ),
+            (
+                S::CollectingPayment,
+                Input::PaymentDeclined(FailureReason::PaymentFailed),
+                OK,
+                Some((
+                    S::ReleasingSeat,
+                    C::ReleaseSeat,
+                    Some(FailureReason::PaymentFailed),
+                )),
+            ),
+            (
+                S::RefundingPayment,
+                Input::PaymentRefunded,
+                OK,
+                Some((S::ReleasingSeat, C::ReleaseSeat, None)),
+            ),
+            (
+                S::ReleasingSeat,
+                Input::SeatReleased,
+                OK,
+                Some((S::Failed, C::PublishFailed, None)),
+            ),
+            (
+                S::Failed,
+                Input::SeatReserved,
+                OK,
+                Some((S::Failed, C::ReleaseSeat, None)),
+            ),
+            (
+                S::Failed,
+                Input::PaymentCollected,
+                OK,
+                Some((S::Failed, C::RefundPayment, None)),
+            ),
             // Duplicates and stale replies change nothing.
             (S::CollectingPayment, Input::SeatReserved, OK, None),
             (S::Confirmed, Input::PaymentCollected, OK, None),
@@ -312,14 +416,23 @@ mod tests {
     fn the_happy_path_confirms() {
         let (states, commands, failure) = run(OK, &[Input::SeatReserved, Input::PaymentCollected]);
         assert_eq!(states.last(), Some(&State::Confirmed));
-        assert_eq!(commands, [Command::ReserveSeat, Command::CollectPayment, Command::PublishConfirmed]);
+        assert_eq!(
+            commands,
+            [
+                Command::ReserveSeat,
+                Command::CollectPayment,
+                Command::PublishConfirmed
+            ]
+        );
         assert_eq!(failure, None);
     }
 
     #[test]
     fn chain_seat_not_reserved() {
-        let (states, commands, failure) =
-            run(OK, &[Input::SeatUnavailable(SeatUnavailableReason::SoldOut)]);
+        let (states, commands, failure) = run(
+            OK,
+            &[Input::SeatUnavailable(SeatUnavailableReason::SoldOut)],
+        );
         assert_eq!(states, [State::ReservingSeat, State::Failed]);
         assert_eq!(commands, [Command::ReserveSeat, Command::PublishFailed]);
         assert_eq!(failure, Some(FailureReason::SoldOut));
@@ -327,33 +440,69 @@ mod tests {
 
     #[test]
     fn chain_booking_not_reserved_or_payment_not_collected() {
-        let fail_reserve = LocalSteps { reserve_booking_fails: true, ..OK };
-        let (states, commands, failure) = run(fail_reserve, &[Input::SeatReserved, Input::SeatReleased]);
-        assert_eq!(states, [State::ReservingSeat, State::ReleasingSeat, State::Failed]);
-        assert_eq!(commands, [Command::ReserveSeat, Command::ReleaseSeat, Command::PublishFailed]);
+        let fail_reserve = LocalSteps {
+            reserve_booking_fails: true,
+            ..OK
+        };
+        let (states, commands, failure) =
+            run(fail_reserve, &[Input::SeatReserved, Input::SeatReleased]);
+        assert_eq!(
+            states,
+            [State::ReservingSeat, State::ReleasingSeat, State::Failed]
+        );
+        assert_eq!(
+            commands,
+            [
+                Command::ReserveSeat,
+                Command::ReleaseSeat,
+                Command::PublishFailed
+            ]
+        );
         assert_eq!(failure, Some(FailureReason::BookingReservationFailed));
 
         let (states, commands, failure) = run(
             OK,
-            &[Input::SeatReserved, Input::PaymentDeclined(FailureReason::PaymentDeclined), Input::SeatReleased],
+            &[
+                Input::SeatReserved,
+                Input::PaymentDeclined(FailureReason::PaymentDeclined),
+                Input::SeatReleased,
+            ],
         );
         assert_eq!(
             states,
-            [State::ReservingSeat, State::CollectingPayment, State::ReleasingSeat, State::Failed]
+            [
+                State::ReservingSeat,
+                State::CollectingPayment,
+                State::ReleasingSeat,
+                State::Failed
+            ]
         );
         assert_eq!(
             commands,
-            [Command::ReserveSeat, Command::CollectPayment, Command::ReleaseSeat, Command::PublishFailed]
+            [
+                Command::ReserveSeat,
+                Command::CollectPayment,
+                Command::ReleaseSeat,
+                Command::PublishFailed
+            ]
         );
         assert_eq!(failure, Some(FailureReason::PaymentDeclined));
     }
 
     #[test]
     fn chain_booking_not_confirmed() {
-        let fail_confirm = LocalSteps { confirm_booking_fails: true, ..OK };
+        let fail_confirm = LocalSteps {
+            confirm_booking_fails: true,
+            ..OK
+        };
         let (states, commands, failure) = run(
             fail_confirm,
-            &[Input::SeatReserved, Input::PaymentCollected, Input::PaymentRefunded, Input::SeatReleased],
+            &[
+                Input::SeatReserved,
+                Input::PaymentCollected,
+                Input::PaymentRefunded,
+                Input::SeatReleased,
+            ],
         );
         assert_eq!(
             states,

@@ -30,7 +30,12 @@ pub struct BookingView {
 impl BookingView {
     /// A booking the gateway accepted whose saga has not started yet.
     #[must_use]
-    pub fn pending(id: Uuid, customer_id: String, outbound_flight_id: Uuid, created_at: OffsetDateTime) -> Self {
+    pub fn pending(
+        id: Uuid,
+        customer_id: String,
+        outbound_flight_id: Uuid,
+        created_at: OffsetDateTime,
+    ) -> Self {
         Self {
             id,
             status: "PENDING".into(),
@@ -46,8 +51,7 @@ impl BookingView {
 }
 
 /// The columns [`from_row`] reads, from `booking.bookings`.
-pub const VIEW_COLUMNS: &str =
-    "id, state, outbound_flight_id, customer_id, booking_reference, failure_reason, checked_in, created_at, updated_at";
+pub const VIEW_COLUMNS: &str = "id, state, outbound_flight_id, customer_id, booking_reference, failure_reason, checked_in, created_at, updated_at";
 
 /// Maps a row selected with [`VIEW_COLUMNS`].
 ///
@@ -57,7 +61,9 @@ pub fn from_row(row: &sqlx::postgres::PgRow) -> sqlx::Result<BookingView> {
     let state: String = row.try_get("state")?;
     Ok(BookingView {
         id: row.try_get("id")?,
-        status: State::parse(&state).map_or("PENDING", State::status).to_owned(),
+        status: State::parse(&state)
+            .map_or("PENDING", State::status)
+            .to_owned(),
         outbound_flight_id: row.try_get("outbound_flight_id")?,
         customer_id: row.try_get("customer_id")?,
         booking_reference: row.try_get("booking_reference")?,
@@ -74,5 +80,11 @@ pub fn from_row(row: &sqlx::postgres::PgRow) -> sqlx::Result<BookingView> {
 /// Database errors.
 pub async fn get(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<BookingView>> {
     let sql = format!("SELECT {VIEW_COLUMNS} FROM booking.bookings WHERE id = $1");
-    sqlx::query(&sql).bind(id).fetch_optional(db).await?.as_ref().map(from_row).transpose()
+    sqlx::query(&sql)
+        .bind(id)
+        .fetch_optional(db)
+        .await?
+        .as_ref()
+        .map(from_row)
+        .transpose()
 }

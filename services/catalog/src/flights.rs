@@ -74,7 +74,10 @@ impl NewFlight {
         }
         if let (Some(d), Some(a)) = (&departure_airport_code, &arrival_airport_code) {
             if d == a {
-                f.error("arrivalAirportCode", "must differ from departureAirportCode");
+                f.error(
+                    "arrivalAirportCode",
+                    "must differ from departureAirportCode",
+                );
             }
         }
         f.finish()?;
@@ -83,7 +86,8 @@ impl NewFlight {
         let seats = i32::try_from(seat_capacity.ok_or_else(missing)?).map_err(|_| missing())?;
         Ok(Self(Flight {
             id: Uuid::now_v7(),
-            flight_number: i32::try_from(flight_number.ok_or_else(missing)?).map_err(|_| missing())?,
+            flight_number: i32::try_from(flight_number.ok_or_else(missing)?)
+                .map_err(|_| missing())?,
             departure_airport_code: departure_airport_code.ok_or_else(missing)?,
             departure_airport_name: departure_airport_name.ok_or_else(missing)?,
             departure_city: departure_city.ok_or_else(missing)?,
@@ -109,7 +113,8 @@ impl NewFlight {
     }
 }
 
-const COLUMNS: &str = "id, flight_number, departure_airport_code, departure_airport_name, departure_city,
+const COLUMNS: &str =
+    "id, flight_number, departure_airport_code, departure_airport_name, departure_city,
     departure_locale, departure_date, arrival_airport_code, arrival_airport_name, arrival_city,
     arrival_locale, arrival_date, ticket_price, ticket_currency, seats_left, seats_total";
 
@@ -216,7 +221,11 @@ impl Cursor {
     }
 
     fn render(&self) -> String {
-        format!("{}_{}", self.departure.unix_timestamp_nanos(), self.id.simple())
+        format!(
+            "{}_{}",
+            self.departure.unix_timestamp_nanos(),
+            self.id.simple()
+        )
     }
 }
 
@@ -253,11 +262,22 @@ pub async fn search(db: impl PgExecutor<'_>, q: &Search) -> sqlx::Result<Page<Fl
         .bind(q.limit + 1)
         .fetch_all(db)
         .await?;
-    let mut items = rows.iter().map(from_row).collect::<sqlx::Result<Vec<_>>>()?;
+    let mut items = rows
+        .iter()
+        .map(from_row)
+        .collect::<sqlx::Result<Vec<_>>>()?;
     let more = items.len() > usize::try_from(q.limit).unwrap_or(0);
     items.truncate(usize::try_from(q.limit).unwrap_or(0));
     let next_cursor = more
-        .then(|| items.last().map(|f| Cursor { departure: f.departure_date, id: f.id }.render()))
+        .then(|| {
+            items.last().map(|f| {
+                Cursor {
+                    departure: f.departure_date,
+                    id: f.id,
+                }
+                .render()
+            })
+        })
         .flatten();
     Ok(Page { items, next_cursor })
 }
@@ -266,11 +286,66 @@ pub async fn search(db: impl PgExecutor<'_>, q: &Search) -> sqlx::Result<Page<Fl
 #[must_use]
 pub fn demo_flights() -> Vec<NewFlight> {
     let routes = [
-        (1, "LGW", "London Gatwick", "London", "Europe/London", "MAD", "Madrid Barajas", "Madrid", "Europe/Madrid", 120),
-        (2, "MAD", "Madrid Barajas", "Madrid", "Europe/Madrid", "LGW", "London Gatwick", "London", "Europe/London", 110),
-        (3, "LGW", "London Gatwick", "London", "Europe/London", "CDG", "Paris Charles de Gaulle", "Paris", "Europe/Paris", 90),
-        (4, "CDG", "Paris Charles de Gaulle", "Paris", "Europe/Paris", "FCO", "Rome Fiumicino", "Rome", "Europe/Rome", 140),
-        (5, "FCO", "Rome Fiumicino", "Rome", "Europe/Rome", "LGW", "London Gatwick", "London", "Europe/London", 160),
+        (
+            1,
+            "LGW",
+            "London Gatwick",
+            "London",
+            "Europe/London",
+            "MAD",
+            "Madrid Barajas",
+            "Madrid",
+            "Europe/Madrid",
+            120,
+        ),
+        (
+            2,
+            "MAD",
+            "Madrid Barajas",
+            "Madrid",
+            "Europe/Madrid",
+            "LGW",
+            "London Gatwick",
+            "London",
+            "Europe/London",
+            110,
+        ),
+        (
+            3,
+            "LGW",
+            "London Gatwick",
+            "London",
+            "Europe/London",
+            "CDG",
+            "Paris Charles de Gaulle",
+            "Paris",
+            "Europe/Paris",
+            90,
+        ),
+        (
+            4,
+            "CDG",
+            "Paris Charles de Gaulle",
+            "Paris",
+            "Europe/Paris",
+            "FCO",
+            "Rome Fiumicino",
+            "Rome",
+            "Europe/Rome",
+            140,
+        ),
+        (
+            5,
+            "FCO",
+            "Rome Fiumicino",
+            "Rome",
+            "Europe/Rome",
+            "LGW",
+            "London Gatwick",
+            "London",
+            "Europe/London",
+            160,
+        ),
     ];
     routes
         .into_iter()
@@ -330,7 +405,10 @@ mod tests {
             let mut body = valid();
             body[field] = value;
             let errors = NewFlight::from_json(&body).unwrap_err();
-            assert!(errors.iter().any(|e| e.name == field), "{field}: {errors:?}");
+            assert!(
+                errors.iter().any(|e| e.name == field),
+                "{field}: {errors:?}"
+            );
         }
     }
 
@@ -338,12 +416,18 @@ mod tests {
     fn demo_flights_are_valid_and_fixed() {
         let flights = demo_flights();
         assert_eq!(flights.len(), 5);
-        assert_eq!(flights[0].0.id.to_string(), "a1000000-0000-4000-8000-000000000001");
+        assert_eq!(
+            flights[0].0.id.to_string(),
+            "a1000000-0000-4000-8000-000000000001"
+        );
     }
 
     #[test]
     fn cursors_round_trip() {
-        let c = Cursor { departure: OffsetDateTime::UNIX_EPOCH, id: Uuid::now_v7() };
+        let c = Cursor {
+            departure: OffsetDateTime::UNIX_EPOCH,
+            id: Uuid::now_v7(),
+        };
         assert_eq!(Cursor::parse(&c.render()), Some(c));
         assert_eq!(Cursor::parse("nonsense"), None);
     }

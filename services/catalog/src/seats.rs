@@ -6,7 +6,9 @@
 //! answers what the first decided, so one booking never takes two seats and a
 //! release never gives back a seat that was not taken.
 
-use airline_contracts::messages::{ReleaseSeat, ReserveSeat, SeatReleased, SeatReserved, SeatUnavailable};
+use airline_contracts::messages::{
+    ReleaseSeat, ReserveSeat, SeatReleased, SeatReserved, SeatUnavailable,
+};
 use airline_contracts::{Message, SeatUnavailableReason};
 use airline_runtime::{Handler, HandlerError, Incoming, async_trait};
 use sqlx::{PgConnection, Row};
@@ -20,15 +22,25 @@ pub struct ReserveSeatHandler {
 
 #[async_trait]
 impl Handler for ReserveSeatHandler {
-    async fn handle(&self, tx: &mut PgConnection, msg: &Incoming) -> Result<Vec<Message>, HandlerError> {
+    async fn handle(
+        &self,
+        tx: &mut PgConnection,
+        msg: &Incoming,
+    ) -> Result<Vec<Message>, HandlerError> {
         let Message::ReserveSeat(cmd) = &msg.message else {
-            return Err(HandlerError::Rejected("expected flight.reserve-seat".into()));
+            return Err(HandlerError::Rejected(
+                "expected flight.reserve-seat".into(),
+            ));
         };
         reserve(tx, cmd, self.fail).await
     }
 }
 
-async fn reserve(tx: &mut PgConnection, cmd: &ReserveSeat, fail: bool) -> Result<Vec<Message>, HandlerError> {
+async fn reserve(
+    tx: &mut PgConnection,
+    cmd: &ReserveSeat,
+    fail: bool,
+) -> Result<Vec<Message>, HandlerError> {
     let claimed = sqlx::query(
         "INSERT INTO catalog.seat_reservations (booking_id, flight_id, status)
          VALUES ($1, $2, 'pending') ON CONFLICT (booking_id) DO NOTHING",
@@ -73,12 +85,14 @@ async fn reserve(tx: &mut PgConnection, cmd: &ReserveSeat, fail: bool) -> Result
         Ok(_) => ("reserved", None),
         Err(reason) => ("refused", Some(refusal_code(*reason))),
     };
-    sqlx::query("UPDATE catalog.seat_reservations SET status = $2, refusal = $3 WHERE booking_id = $1")
-        .bind(cmd.booking_id)
-        .bind(status)
-        .bind(refusal)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "UPDATE catalog.seat_reservations SET status = $2, refusal = $3 WHERE booking_id = $1",
+    )
+    .bind(cmd.booking_id)
+    .bind(status)
+    .bind(refusal)
+    .execute(&mut *tx)
+    .await?;
     Ok(vec![reply(cmd, outcome)])
 }
 
@@ -107,7 +121,10 @@ fn reply(cmd: &ReserveSeat, outcome: Result<(i64, String), SeatUnavailableReason
 }
 
 /// A repeated reservation for a booking: answer what was decided the first time.
-async fn answer_again(tx: &mut PgConnection, cmd: &ReserveSeat) -> Result<Vec<Message>, HandlerError> {
+async fn answer_again(
+    tx: &mut PgConnection,
+    cmd: &ReserveSeat,
+) -> Result<Vec<Message>, HandlerError> {
     let row = sqlx::query(
         "SELECT r.status, r.refusal, r.flight_id, f.ticket_price, f.ticket_currency
            FROM catalog.seat_reservations r
@@ -128,7 +145,10 @@ async fn answer_again(tx: &mut PgConnection, cmd: &ReserveSeat) -> Result<Vec<Me
     match status.as_str() {
         "reserved" => Ok(vec![reply(
             cmd,
-            Ok((row.try_get("ticket_price")?, row.try_get("ticket_currency")?)),
+            Ok((
+                row.try_get("ticket_price")?,
+                row.try_get("ticket_currency")?,
+            )),
         )]),
         "refused" => {
             let reason = match row.try_get::<Option<String>, _>("refusal")?.as_deref() {
@@ -151,9 +171,15 @@ pub struct ReleaseSeatHandler;
 
 #[async_trait]
 impl Handler for ReleaseSeatHandler {
-    async fn handle(&self, tx: &mut PgConnection, msg: &Incoming) -> Result<Vec<Message>, HandlerError> {
+    async fn handle(
+        &self,
+        tx: &mut PgConnection,
+        msg: &Incoming,
+    ) -> Result<Vec<Message>, HandlerError> {
         let Message::ReleaseSeat(cmd) = &msg.message else {
-            return Err(HandlerError::Rejected("expected flight.release-seat".into()));
+            return Err(HandlerError::Rejected(
+                "expected flight.release-seat".into(),
+            ));
         };
         Ok(vec![release(tx, cmd).await?])
     }

@@ -1,1 +1,69 @@
+//! The whole system in one process: every migration, the demo data, and
+//! [`run_all`], which runs the gateway and the five workers together (`airline up`,
+//! and the integration tests).
 
+use airline_runtime::Runtime;
+use airline_runtime::service::run_worker;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Runs every service's migrations (the messaging schema is migrated at connect).
+///
+/// # Errors
+/// When a migration fails.
+pub async fn migrate_all(rt: &Runtime) -> anyhow::Result<()> {
+    airline_gateway::migrate(rt).await?;
+    rt.migrate("payment", &airline_payment::MIGRATIONS).await?;
+    rt.migrate("notify", &airline_notify::MIGRATIONS).await
+}
+
+/// Creates the demo flights; running it again changes nothing. Returns how many
+/// demo flights exist.
+///
+/// # Errors
+/// Database errors.
+pub async fn seed(rt: &Runtime) -> anyhow::Result<usize> {
+    let flights = airline_catalog::flights::demo_flights();
+    for flight in &flights {
+        airline_catalog::flights::create(&rt.pool, flight).await?;
+    }
+    Ok(flights.len())
+}
+
+/// Runs the gateway on `listener` and the five workers until `shutdown`; if one
+/// fails, the others are stopped and its error returned.
+///
+/// # Errors
+/// The first service's failure.
+pub async fn run_all(
+    rt: &Runtime,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut services = tokio::task::JoinSet::new();
+    {
+        let (rt, shutdown) = (rt.clone(), shutdown.clone());
+        services.spawn(async move { airline_gateway::run(&rt, listener, shutdown).await });
+    }
+    let workers: [(&'static str, fn(&Runtime) -> airline_runtime::Handlers); 5] = [
+        ("catalog", airline_catalog::handlers),
+        ("booking", airline_booking::handlers),
+        ("payment", airline_payment::handlers),
+        ("loyalty", airline_loyalty::handlers),
+        ("notify", airline_notify::handlers),
+    ];
+    for (service, handlers) in workers {
+        let (rt, shutdown) = (rt.clone(), shutdown.clone());
+        services.spawn(async move { run_worker(&rt, service, handlers(&rt), shutdown).await });
+    }
+    let mut result = Ok(());
+    while let Some(joined) = services.join_next().await {
+        if let Err(e) = joined.map_err(anyhow::Error::from).and_then(|r| r) {
+            shutdown.cancel();
+            if result.is_ok() {
+                result = Err(e);
+            }
+        }
+    }
+    result
+}

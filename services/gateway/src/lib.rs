@@ -1,1 +1,85 @@
+//! The HTTP gateway: validates, publishes commands through its outbox, and serves
+//! reads from PostgreSQL.
+//!
+//! `POST /v1/bookings` answers 202 once the `booking.requested` message is durable:
+//! committed to the outbox in the same transaction as the gateway's record of the
+//! request. The relay publishes it with confirms right after. Errors are
+//! `application/problem+json` naming the field at fault. See `openapi.json`.
 
+mod problem;
+mod routes;
+
+use std::sync::Arc;
+
+use airline_runtime::Runtime;
+use airline_runtime::outbox::RelaySignal;
+use axum::Router;
+use sqlx::migrate::Migrator;
+use tokio_util::sync::CancellationToken;
+
+pub use problem::Problem;
+
+/// The gateway schema's migrations.
+pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
+
+/// The OpenAPI document served at `/openapi.json`.
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+/// Every route, as (method, OpenAPI path): the router and the OpenAPI document must
+/// both list exactly these (a test holds them together).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("post", "/v1/flights"),
+    ("get", "/v1/flights"),
+    ("get", "/v1/flights/{id}"),
+    ("post", "/v1/bookings"),
+    ("get", "/v1/bookings"),
+    ("get", "/v1/bookings/{id}"),
+    ("get", "/v1/loyalty/{customerId}"),
+    ("get", "/healthz"),
+    ("get", "/openapi.json"),
+];
+
+/// Shared state of the handlers.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    rt: Runtime,
+    relay: RelaySignal,
+}
+
+/// Runs every migration the gateway's reads depend on, then its own.
+///
+/// # Errors
+/// When a migration fails.
+pub async fn migrate(rt: &Runtime) -> anyhow::Result<()> {
+    rt.migrate("catalog", &airline_catalog::MIGRATIONS).await?;
+    rt.migrate("booking", &airline_booking::MIGRATIONS).await?;
+    rt.migrate("loyalty", &airline_loyalty::MIGRATIONS).await?;
+    rt.migrate("gateway", &MIGRATIONS).await
+}
+
+/// The router.
+pub fn app(rt: Runtime, relay: RelaySignal) -> Router {
+    routes::router(AppState { rt, relay })
+}
+
+/// Serves the gateway on `listener` until `shutdown`, with its outbox relay; the
+/// relay publishes what is left after the server has stopped.
+///
+/// # Errors
+/// When the relay cannot start or the server fails.
+pub async fn run(
+    rt: &Runtime,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let tasks = tokio_util::task::TaskTracker::new();
+    let relay_stop = CancellationToken::new();
+    let relay = airline_runtime::service::start_relay(rt, "gateway", &tasks, &relay_stop).await?;
+    let result =
+        airline_runtime::service::serve(app(rt.clone(), Arc::clone(&relay)), listener, shutdown)
+            .await;
+    relay_stop.cancel();
+    tasks.close();
+    tasks.wait().await;
+    result
+}

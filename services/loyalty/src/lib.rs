@@ -101,7 +101,10 @@ async fn balance(db: impl PgExecutor<'_>, customer_id: &str) -> sqlx::Result<i64
 /// # Errors
 /// Database errors.
 pub async fn profile(db: impl PgExecutor<'_>, customer_id: &str) -> sqlx::Result<Profile> {
-    Ok(Profile::new(customer_id.to_owned(), balance(db, customer_id).await?))
+    Ok(Profile::new(
+        customer_id.to_owned(),
+        balance(db, customer_id).await?,
+    ))
 }
 
 /// The loyalty service's consumers.
@@ -118,7 +121,11 @@ pub struct AwardPoints;
 
 #[async_trait]
 impl Handler for AwardPoints {
-    async fn handle(&self, tx: &mut PgConnection, msg: &Incoming) -> Result<Vec<Message>, HandlerError> {
+    async fn handle(
+        &self,
+        tx: &mut PgConnection,
+        msg: &Incoming,
+    ) -> Result<Vec<Message>, HandlerError> {
         let Message::BookingConfirmed(confirmed) = &msg.message else {
             return Err(HandlerError::Rejected("expected booking.confirmed".into()));
         };
@@ -163,7 +170,11 @@ mod tests {
         ];
         for (points, level, remaining) in cases {
             let p = Profile::new("c".into(), points);
-            assert_eq!((p.level, p.remaining_points), (level, remaining), "{points}");
+            assert_eq!(
+                (p.level, p.remaining_points),
+                (level, remaining),
+                "{points}"
+            );
         }
     }
 

@@ -28,14 +28,19 @@ pub struct LogNotification;
 
 #[async_trait]
 impl Handler for LogNotification {
-    async fn handle(&self, tx: &mut PgConnection, msg: &Incoming) -> Result<Vec<Message>, HandlerError> {
+    async fn handle(
+        &self,
+        tx: &mut PgConnection,
+        msg: &Incoming,
+    ) -> Result<Vec<Message>, HandlerError> {
         let customer_id = match &msg.message {
             Message::BookingConfirmed(m) => &m.customer_id,
             Message::BookingFailed(m) => &m.customer_id,
             Message::LoyaltyAwarded(m) => &m.customer_id,
             _ => return Err(HandlerError::Rejected("not a notification event".into())),
         };
-        let payload = serde_json::to_value(&msg.message).map_err(|e| HandlerError::Unexpected(e.into()))?;
+        let payload =
+            serde_json::to_value(&msg.message).map_err(|e| HandlerError::Unexpected(e.into()))?;
         sqlx::query(
             "INSERT INTO notify.notifications (event_type, booking_id, customer_id, payload)
              VALUES ($1, $2, $3, $4) ON CONFLICT (booking_id, event_type) DO NOTHING",

@@ -46,19 +46,32 @@ pub struct Payments {
 
 #[async_trait]
 impl Handler for Payments {
-    async fn handle(&self, tx: &mut PgConnection, msg: &Incoming) -> Result<Vec<Message>, HandlerError> {
+    async fn handle(
+        &self,
+        tx: &mut PgConnection,
+        msg: &Incoming,
+    ) -> Result<Vec<Message>, HandlerError> {
         match &msg.message {
             Message::CollectPayment(cmd) => self.collect(tx, cmd).await.map(|m| vec![m]),
             Message::RefundPayment(cmd) => self.refund(tx, cmd).await.map(|m| vec![m]),
-            _ => Err(HandlerError::Rejected("expected payment.collect or payment.refund".into())),
+            _ => Err(HandlerError::Rejected(
+                "expected payment.collect or payment.refund".into(),
+            )),
         }
     }
 }
 
 impl Payments {
-    async fn collect(&self, tx: &mut PgConnection, cmd: &CollectPayment) -> Result<Message, HandlerError> {
+    async fn collect(
+        &self,
+        tx: &mut PgConnection,
+        cmd: &CollectPayment,
+    ) -> Result<Message, HandlerError> {
         if cmd.amount <= 0 {
-            return Err(HandlerError::Rejected(format!("amount {} is not positive", cmd.amount)));
+            return Err(HandlerError::Rejected(format!(
+                "amount {} is not positive",
+                cmd.amount
+            )));
         }
         let claimed = sqlx::query(
             "INSERT INTO payment.payments (booking_id, customer_id, status, amount, currency)
@@ -86,8 +99,12 @@ impl Payments {
             };
             match self.provider.charge(&request).await {
                 Ok(charge) => Ok(charge),
-                Err(ProviderError::Declined { code }) => Err((code, FailureReason::PaymentDeclined)),
-                Err(e @ ProviderError::Unavailable(_)) => return Err(HandlerError::Unexpected(e.into())),
+                Err(ProviderError::Declined { code }) => {
+                    Err((code, FailureReason::PaymentDeclined))
+                }
+                Err(e @ ProviderError::Unavailable(_)) => {
+                    return Err(HandlerError::Unexpected(e.into()));
+                }
             }
         };
         match outcome {
@@ -119,7 +136,11 @@ impl Payments {
     }
 
     /// A repeated collect: the first outcome again, and no second charge.
-    async fn answer_again(&self, tx: &mut PgConnection, cmd: &CollectPayment) -> Result<Message, HandlerError> {
+    async fn answer_again(
+        &self,
+        tx: &mut PgConnection,
+        cmd: &CollectPayment,
+    ) -> Result<Message, HandlerError> {
         let row = sqlx::query(
             "SELECT status, charge_id, receipt_url, decline_code, failure
                FROM payment.payments WHERE booking_id = $1",
@@ -131,8 +152,10 @@ impl Payments {
         match status.as_str() {
             "captured" | "refunded" => Ok(collected(
                 cmd,
-                row.try_get::<Option<String>, _>("charge_id")?.unwrap_or_default(),
-                row.try_get::<Option<String>, _>("receipt_url")?.unwrap_or_default(),
+                row.try_get::<Option<String>, _>("charge_id")?
+                    .unwrap_or_default(),
+                row.try_get::<Option<String>, _>("receipt_url")?
+                    .unwrap_or_default(),
             )),
             "declined" => {
                 let reason = row
@@ -140,7 +163,9 @@ impl Payments {
                     .as_deref()
                     .and_then(FailureReason::parse)
                     .unwrap_or(FailureReason::PaymentDeclined);
-                let code = row.try_get::<Option<String>, _>("decline_code")?.unwrap_or_default();
+                let code = row
+                    .try_get::<Option<String>, _>("decline_code")?
+                    .unwrap_or_default();
                 Ok(declined(cmd, code, reason))
             }
             other => Err(HandlerError::Unexpected(anyhow::anyhow!(
@@ -150,7 +175,11 @@ impl Payments {
         }
     }
 
-    async fn refund(&self, tx: &mut PgConnection, cmd: &RefundPayment) -> Result<Message, HandlerError> {
+    async fn refund(
+        &self,
+        tx: &mut PgConnection,
+        cmd: &RefundPayment,
+    ) -> Result<Message, HandlerError> {
         let claimed = sqlx::query(
             "INSERT INTO payment.refunds (booking_id, amount) VALUES ($1, 0) ON CONFLICT (booking_id) DO NOTHING",
         )
@@ -160,10 +189,11 @@ impl Payments {
         .rows_affected()
             == 1;
         if !claimed {
-            let row = sqlx::query("SELECT refund_id, amount FROM payment.refunds WHERE booking_id = $1")
-                .bind(cmd.booking_id)
-                .fetch_one(&mut *tx)
-                .await?;
+            let row =
+                sqlx::query("SELECT refund_id, amount FROM payment.refunds WHERE booking_id = $1")
+                    .bind(cmd.booking_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
             return Ok(Message::PaymentRefunded(PaymentRefunded {
                 booking_id: cmd.booking_id,
                 refund_id: row.try_get("refund_id")?,

@@ -60,7 +60,11 @@ pub struct SimulatedProvider;
 #[async_trait]
 impl PaymentProvider for SimulatedProvider {
     async fn charge(&self, request: &ChargeRequest<'_>) -> Result<Charge, ProviderError> {
-        let declined = |code: &str| Err(ProviderError::Declined { code: code.to_owned() });
+        let declined = |code: &str| {
+            Err(ProviderError::Declined {
+                code: code.to_owned(),
+            })
+        };
         match request.token.expose() {
             "tok_visa" | "tok_mastercard" => {
                 // Deterministic per booking: the provider's idempotency key.
@@ -87,7 +91,12 @@ mod tests {
 
     async fn charge(token: &str) -> Result<Charge, ProviderError> {
         let token = PaymentToken::parse(token).expect("valid token");
-        let request = ChargeRequest { booking_id: Uuid::nil(), token: &token, amount: 120, currency: "EUR" };
+        let request = ChargeRequest {
+            booking_id: Uuid::nil(),
+            token: &token,
+            amount: 120,
+            currency: "EUR",
+        };
         SimulatedProvider.charge(&request).await
     }
 
@@ -100,7 +109,10 @@ mod tests {
             other => panic!("expected a decline, got {other:?}"),
         };
         assert_eq!(code(charge("tok_chargeDeclined").await), "card_declined");
-        assert_eq!(code(charge("tok_chargeDeclinedInsufficientFunds").await), "insufficient_funds");
+        assert_eq!(
+            code(charge("tok_chargeDeclinedInsufficientFunds").await),
+            "insufficient_funds"
+        );
         assert_eq!(code(charge("tok_unknown").await), "invalid_token");
     }
 

@@ -5,6 +5,8 @@ CREATE TABLE IF NOT EXISTS messaging.inbox (
     consumer    text        NOT NULL,
     message_id  text        NOT NULL,
     received_at timestamptz NOT NULL DEFAULT now(),
+    -- Deliveries of the same message after the first: recognised and ignored.
+    duplicates  integer     NOT NULL DEFAULT 0,
     PRIMARY KEY (consumer, message_id)
 );
 

@@ -29,19 +29,63 @@ pub const DELIVERY_LIMIT: i64 = 20;
 /// # Errors
 /// One line naming the URL (password hidden) and what went wrong.
 pub async fn connect(url: &str, connection_name: &str) -> anyhow::Result<Connection> {
+    let shown = redact_url(url);
     let retry = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(200))
         .with_max_delay(Duration::from_secs(2))
         .with_max_times(6);
-    (|| async {
-        let props = ConnectionProperties::default()
-            .with_connection_name(connection_name.into())
-            .enable_auto_recover();
-        Connection::connect(url, props).await
-    })
-    .retry(retry)
-    .await
-    .with_context(|| format!("cannot reach RabbitMQ at {}", redact_url(url)))
+    // Probe the socket first: the client's own reconnect loop (meant for outages
+    // after start) would otherwise keep a misconfigured start waiting for minutes.
+    let address = socket_address(url);
+    (|| async { tokio::net::TcpStream::connect(&address).await.map(drop) })
+        .retry(retry)
+        .await
+        .with_context(|| format!("cannot reach RabbitMQ at {shown}"))?;
+    let props = ConnectionProperties::default()
+        .with_connection_name(connection_name.into())
+        .enable_auto_recover();
+    tokio::time::timeout(Duration::from_secs(15), Connection::connect(url, props))
+        .await
+        .map_err(|_| anyhow::anyhow!("timed out"))
+        .and_then(|r| r.map_err(anyhow::Error::from))
+        .with_context(|| format!("cannot connect to RabbitMQ at {shown}"))
+}
+
+/// `host:port` of an AMQP URL (default ports 5672, and 5671 for amqps).
+fn socket_address(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("amqp", url));
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let has_port = host_port
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok());
+    if has_port {
+        host_port.to_owned()
+    } else {
+        let port = if scheme == "amqps" { 5671 } else { 5672 };
+        format!(
+            "{}:{port}",
+            if host_port.is_empty() {
+                "localhost"
+            } else {
+                host_port
+            }
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn socket_addresses_of_urls() {
+        use super::socket_address;
+        assert_eq!(
+            socket_address("amqp://guest:guest@127.0.0.1:5672/%2f"),
+            "127.0.0.1:5672"
+        );
+        assert_eq!(socket_address("amqp://rabbit/%2f"), "rabbit:5672");
+        assert_eq!(socket_address("amqps://u:p@rabbit"), "rabbit:5671");
+    }
 }
 
 fn table(entries: &[(&str, AMQPValue)]) -> FieldTable {
@@ -76,7 +120,12 @@ pub async fn declare_topology(channel: &Channel, names: &Names) -> anyhow::Resul
         (DEAD_LETTER_EXCHANGE, ExchangeKind::Direct),
     ] {
         channel
-            .exchange_declare(names.resolve(name).into(), kind, durable, FieldTable::default())
+            .exchange_declare(
+                names.resolve(name).into(),
+                kind,
+                durable,
+                FieldTable::default(),
+            )
             .await
             .with_context(|| format!("declaring exchange {}", names.resolve(name)))?;
     }
@@ -97,7 +146,13 @@ pub async fn declare_topology(channel: &Channel, names: &Names) -> anyhow::Resul
             .await
             .with_context(|| format!("declaring queue {dlq}"))?;
         channel
-            .queue_bind(dlq.into(), dlx.clone().into(), name.clone().into(), QueueBindOptions::default(), FieldTable::default())
+            .queue_bind(
+                dlq.into(),
+                dlx.clone().into(),
+                name.clone().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
             .await?;
         let args = table(&[
             ("x-queue-type", text("quorum")),
@@ -175,13 +230,25 @@ pub fn properties(
 /// An envelope for a message published now, outside any outbox (tests, tools,
 /// upstream-style publishers).
 #[must_use]
-pub fn envelope_for(names: &Names, message: &Message, message_id: &str, producer: &str) -> Envelope {
+pub fn envelope_for(
+    names: &Names,
+    message: &Message,
+    message_id: &str,
+    producer: &str,
+) -> Envelope {
     let t = message.message_type();
     let booking = message.booking_id().to_string();
     Envelope {
         exchange: names.resolve(exchange_of(t.kind)),
         routing_key: t.name.to_owned(),
-        properties: properties(message_id, &t.to_string(), Some(&booking), producer, None, None),
+        properties: properties(
+            message_id,
+            &t.to_string(),
+            Some(&booking),
+            producer,
+            None,
+            None,
+        ),
         body: message.encode(),
     }
 }
@@ -200,7 +267,9 @@ impl Publisher {
     /// When the channel cannot be opened.
     pub async fn open(connection: &Connection) -> anyhow::Result<Self> {
         let channel = connection.create_channel().await?;
-        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
         Ok(Self { channel })
     }
 
@@ -232,7 +301,11 @@ impl Publisher {
         for (e, confirm) in pending {
             let confirmation = confirm.await.context("waiting for a publisher confirm")?;
             if confirmation.is_nack() {
-                anyhow::bail!("the broker refused (nack) a message to {} / {}", e.exchange, e.routing_key);
+                anyhow::bail!(
+                    "the broker refused (nack) a message to {} / {}",
+                    e.exchange,
+                    e.routing_key
+                );
             }
             if let Some(returned) = confirmation.take_message() {
                 anyhow::bail!(

@@ -78,7 +78,11 @@ impl Config {
         let mut config = Self::default();
         if let Some(v) = lookup("AMQP_URL") {
             if !v.starts_with("amqp://") && !v.starts_with("amqps://") {
-                return Err(invalid("AMQP_URL", &v, "must start with amqp:// or amqps://"));
+                return Err(invalid(
+                    "AMQP_URL",
+                    &v,
+                    "must start with amqp:// or amqps://",
+                ));
             }
             config.amqp_url = v;
         }
@@ -88,16 +92,47 @@ impl Config {
             }
             config.database_url = v;
         }
-        parse_into(&lookup, "AIRLINE_HTTP_ADDR", &mut config.http_addr, "expected host:port, e.g. 127.0.0.1:8080")?;
-        parse_into(&lookup, "AIRLINE_PREFETCH", &mut config.prefetch, "expected 1 to 65535")?;
-        parse_into(&lookup, "AIRLINE_DB_POOL", &mut config.db_pool, "expected a whole number")?;
-        parse_into(&lookup, "AIRLINE_OUTBOX_BATCH", &mut config.outbox_batch, "expected a whole number")?;
+        parse_into(
+            &lookup,
+            "AIRLINE_HTTP_ADDR",
+            &mut config.http_addr,
+            "expected host:port, e.g. 127.0.0.1:8080",
+        )?;
+        parse_into(
+            &lookup,
+            "AIRLINE_PREFETCH",
+            &mut config.prefetch,
+            "expected 1 to 65535",
+        )?;
+        parse_into(
+            &lookup,
+            "AIRLINE_DB_POOL",
+            &mut config.db_pool,
+            "expected a whole number",
+        )?;
+        parse_into(
+            &lookup,
+            "AIRLINE_OUTBOX_BATCH",
+            &mut config.outbox_batch,
+            "expected a whole number",
+        )?;
         if config.prefetch == 0 || config.db_pool == 0 || config.outbox_batch <= 0 {
-            return Err(invalid("AIRLINE_PREFETCH/AIRLINE_DB_POOL/AIRLINE_OUTBOX_BATCH", "0", "must be at least 1"));
+            return Err(invalid(
+                "AIRLINE_PREFETCH/AIRLINE_DB_POOL/AIRLINE_OUTBOX_BATCH",
+                "0",
+                "must be at least 1",
+            ));
         }
         if let Some(v) = lookup("AIRLINE_PREFIX") {
-            if !v.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
-                return Err(invalid("AIRLINE_PREFIX", &v, "may hold only letters, digits, '.', '_' and '-'"));
+            if !v
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+            {
+                return Err(invalid(
+                    "AIRLINE_PREFIX",
+                    &v,
+                    "may hold only letters, digits, '.', '_' and '-'",
+                ));
             }
             config.prefix = v;
         }
@@ -105,7 +140,11 @@ impl Config {
             for step in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
                 if !FAULT_STEPS.contains(&step) {
                     let known = FAULT_STEPS.join(", ");
-                    return Err(invalid("AIRLINE_FAULT_STEPS", &v, &format!("unknown step `{step}`; known: {known}")));
+                    return Err(invalid(
+                        "AIRLINE_FAULT_STEPS",
+                        &v,
+                        &format!("unknown step `{step}`; known: {known}"),
+                    ));
                 }
                 config.fault_steps.insert(step.to_owned());
             }
@@ -162,7 +201,10 @@ mod tests {
     use super::*;
 
     fn from(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect();
         Config::from_lookup(|k| map.get(k).cloned())
     }
 
@@ -178,23 +220,37 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_variable() {
-        let err = from(&[("AIRLINE_PREFETCH", "many")]).unwrap_err().to_string();
+        let err = from(&[("AIRLINE_PREFETCH", "many")])
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("AIRLINE_PREFETCH=\"many\""), "{err}");
-        let err = from(&[("AIRLINE_FAULT_STEPS", "explode")]).unwrap_err().to_string();
+        let err = from(&[("AIRLINE_FAULT_STEPS", "explode")])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown step `explode`"), "{err}");
-        let err = from(&[("DATABASE_URL", "mysql://x")]).unwrap_err().to_string();
+        let err = from(&[("DATABASE_URL", "mysql://x")])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("DATABASE_URL"), "{err}");
     }
 
     #[test]
     fn fault_steps_parse() {
         let c = from(&[("AIRLINE_FAULT_STEPS", "confirm-booking, reserve-seat")]).expect("valid");
-        assert!(c.fails("confirm-booking") && c.fails("reserve-seat") && !c.fails("collect-payment"));
+        assert!(
+            c.fails("confirm-booking") && c.fails("reserve-seat") && !c.fails("collect-payment")
+        );
     }
 
     #[test]
     fn passwords_are_redacted() {
-        assert_eq!(redact_url("amqp://guest:secret@h:5672/%2f"), "amqp://guest:***@h:5672/%2f");
-        assert_eq!(redact_url("postgres://postgres@h/db"), "postgres://postgres@h/db");
+        assert_eq!(
+            redact_url("amqp://guest:secret@h:5672/%2f"),
+            "amqp://guest:***@h:5672/%2f"
+        );
+        assert_eq!(
+            redact_url("postgres://postgres@h/db"),
+            "postgres://postgres@h/db"
+        );
     }
 }

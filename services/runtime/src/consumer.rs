@@ -15,10 +15,10 @@ use airline_contracts::topology::DEAD_LETTER_EXCHANGE;
 use airline_contracts::{Message, Names, QueueSpec};
 use async_trait::async_trait;
 use futures_util::StreamExt as _;
+use lapin::Connection;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::Connection;
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -80,7 +80,11 @@ pub trait Handler: Send + Sync + 'static {
     ///
     /// # Errors
     /// [`HandlerError`]; the transaction is rolled back.
-    async fn handle(&self, tx: &mut PgConnection, msg: &Incoming) -> Result<Vec<Message>, HandlerError>;
+    async fn handle(
+        &self,
+        tx: &mut PgConnection,
+        msg: &Incoming,
+    ) -> Result<Vec<Message>, HandlerError>;
 }
 
 /// What became of a delivery.
@@ -104,18 +108,19 @@ pub async fn process(
     msg: &Incoming,
 ) -> Result<Outcome, HandlerError> {
     let mut tx = pool.begin().await?;
-    let fresh = sqlx::query(
+    // `xmax = 0` tells an inserted row from an updated one: a duplicate only bumps
+    // the counter, so operators (and tests) can see duplicates being absorbed.
+    let fresh: bool = sqlx::query_scalar(
         "INSERT INTO messaging.inbox (consumer, message_id) VALUES ($1, $2)
-         ON CONFLICT DO NOTHING",
+         ON CONFLICT (consumer, message_id) DO UPDATE SET duplicates = messaging.inbox.duplicates + 1
+         RETURNING xmax = 0",
     )
     .bind(consumer)
     .bind(&msg.message_id)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected()
-        == 1;
+    .fetch_one(&mut *tx)
+    .await?;
     if !fresh {
-        tx.rollback().await?;
+        tx.commit().await?;
         return Ok(Outcome::Duplicate);
     }
     let out = handler.handle(&mut tx, msg).await?;
@@ -145,7 +150,9 @@ pub fn is_unavailable(error: &HandlerError) -> bool {
             ) || s
                 .as_database_error()
                 .and_then(|d| d.code())
-                .is_some_and(|c| c.starts_with("08") || c == "57P01" || c == "40001" || c == "40P01")
+                .is_some_and(|c| {
+                    c.starts_with("08") || c == "57P01" || c == "40001" || c == "40P01"
+                })
         })
     })
 }
@@ -191,7 +198,9 @@ pub async fn run_consumer(
     let channel = ctx.connection.create_channel().await?;
     // Prefetch bounds how many deliveries this consumer handles at once: each is
     // handled in its own task, and each holds one database connection while it runs.
-    channel.basic_qos(ctx.prefetch, BasicQosOptions::default()).await?;
+    channel
+        .basic_qos(ctx.prefetch, BasicQosOptions::default())
+        .await?;
     let dead_letters = Publisher::open(&ctx.connection).await?;
     let mut deliveries = channel
         .basic_consume(
@@ -223,7 +232,16 @@ pub async fn run_consumer(
                 let consumer_key = consumer_key.clone();
                 let queue_name = queue_name.clone();
                 tracker.spawn(async move {
-                    on_delivery(&ctx, queue, &queue_name, &consumer_key, handler.as_ref(), &dead_letters, delivery).await;
+                    on_delivery(
+                        &ctx,
+                        queue,
+                        &queue_name,
+                        &consumer_key,
+                        handler.as_ref(),
+                        &dead_letters,
+                        delivery,
+                    )
+                    .await;
                 });
             }
         }
@@ -231,7 +249,10 @@ pub async fn run_consumer(
     tracker.close();
     tracker.wait().await;
     let _ = channel.close(200, "shutting down".into()).await;
-    let _ = dead_letters.channel().close(200, "shutting down".into()).await;
+    let _ = dead_letters
+        .channel()
+        .close(200, "shutting down".into())
+        .await;
     tracing::info!(queue = %queue_name, "consumer stopped");
     Ok(())
 }
@@ -262,7 +283,10 @@ fn decode(queue: &QueueSpec, delivery: &Delivery) -> Result<Incoming, Failure> {
     if delivery.data.len() > MAX_BODY_BYTES {
         return Err(Failure::new(
             "body-too-large",
-            format!("body of {} bytes exceeds the limit of {MAX_BODY_BYTES}", delivery.data.len()),
+            format!(
+                "body of {} bytes exceeds the limit of {MAX_BODY_BYTES}",
+                delivery.data.len()
+            ),
         ));
     }
     if let Some(ct) = props.content_type() {
@@ -278,7 +302,12 @@ fn decode(queue: &QueueSpec, delivery: &Delivery) -> Result<Incoming, Failure> {
         .as_ref()
         .map(|m| m.as_str().to_owned())
         .filter(|m| !m.is_empty())
-        .ok_or_else(|| Failure::new("missing-message-id", "the AMQP message_id property is missing"))?;
+        .ok_or_else(|| {
+            Failure::new(
+                "missing-message-id",
+                "the AMQP message_id property is missing",
+            )
+        })?;
     let message_type = props.kind().as_ref().map(|k| k.as_str().to_owned());
     let message = Message::decode(message_type.as_deref(), &delivery.data)
         .map_err(|e| Failure::new(e.code(), e.to_string()))?;
@@ -291,13 +320,16 @@ fn decode(queue: &QueueSpec, delivery: &Delivery) -> Result<Incoming, Failure> {
         f.booking_id = Some(message.booking_id().to_string());
         return Err(f);
     }
-    let traceparent = props.headers().as_ref().and_then(|h| {
-        match h.inner().get("traceparent") {
-            Some(AMQPValue::LongString(s)) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+    let traceparent = props
+        .headers()
+        .as_ref()
+        .and_then(|h| match h.inner().get("traceparent") {
+            Some(AMQPValue::LongString(s)) => {
+                Some(String::from_utf8_lossy(s.as_bytes()).into_owned())
+            }
             Some(AMQPValue::ShortString(s)) => Some(s.as_str().to_owned()),
             _ => None,
-        }
-    });
+        });
     Ok(Incoming {
         message_id,
         message,
@@ -419,10 +451,16 @@ async fn dead_letter(
     match publisher.publish_all(std::slice::from_ref(&envelope)).await {
         Ok(()) => ack(delivery).await,
         Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "could not publish the dead letter; rejecting so the broker dead-letters it");
+            tracing::error!(
+                error = format!("{e:#}"),
+                "could not publish the dead letter; rejecting so the broker dead-letters it"
+            );
             let _ = delivery
                 .acker
-                .nack(BasicNackOptions { requeue: false, ..BasicNackOptions::default() })
+                .nack(BasicNackOptions {
+                    requeue: false,
+                    ..BasicNackOptions::default()
+                })
                 .await;
         }
     }

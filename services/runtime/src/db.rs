@@ -38,7 +38,13 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> 
         .when(|e| !is_missing_database(e))
         .await
         .map(drop)
-        .or_else(|e| if is_missing_database(&e) { Ok(()) } else { Err(e) })
+        .or_else(|e| {
+            if is_missing_database(&e) {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        })
         .with_context(|| format!("cannot reach PostgreSQL at {shown}"))?;
     create_database_if_missing(&options)
         .await
@@ -70,7 +76,10 @@ async fn create_database_if_missing(options: &PgConnectOptions) -> anyhow::Resul
     match sqlx::raw_sql(&sql).execute(&mut admin).await {
         Ok(_) => tracing::info!(database = %name, "created the database"),
         // 42P04: someone else created it at the same moment.
-        Err(e) if e.as_database_error().and_then(|d| d.code()).is_some_and(|c| c == "42P04") => {}
+        Err(e)
+            if e.as_database_error()
+                .and_then(|d| d.code())
+                .is_some_and(|c| c == "42P04") => {}
         Err(e) => return Err(e.into()),
     }
     admin.close().await?;

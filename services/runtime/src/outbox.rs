@@ -110,7 +110,10 @@ pub async fn run_relay(
                     failures += 1;
                     tracing::warn!(producer = %producer, error = format!("{e:#}"), failures, "outbox relay failed; will retry");
                     if let Some(lapin_error) = e.downcast_ref::<lapin::Error>() {
-                        let _ = publisher.channel().wait_for_recovery(lapin_error.clone()).await;
+                        let _ = publisher
+                            .channel()
+                            .wait_for_recovery(lapin_error.clone())
+                            .await;
                     }
                     let backoff = Duration::from_millis(100 * u64::from(failures.min(50)));
                     tokio::select! {

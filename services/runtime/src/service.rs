@@ -36,7 +36,9 @@ pub struct Runtime {
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runtime").field("names", &self.names).finish_non_exhaustive()
+        f.debug_struct("Runtime")
+            .field("names", &self.names)
+            .finish_non_exhaustive()
     }
 }
 
@@ -136,7 +138,11 @@ pub async fn run_worker(
     while let Some(joined) = consumers.join_next().await {
         let outcome = joined.map_err(anyhow::Error::from).and_then(|r| r);
         if let Err(e) = outcome {
-            tracing::error!(service, error = format!("{e:#}"), "consumer failed; stopping the service");
+            tracing::error!(
+                service,
+                error = format!("{e:#}"),
+                "consumer failed; stopping the service"
+            );
             shutdown.cancel();
             if result.is_ok() {
                 result = Err(e);
@@ -204,7 +210,11 @@ pub async fn shutdown_signal() {
 ///
 /// # Errors
 /// When the address cannot be bound.
-pub async fn serve(router: Router, listener: tokio::net::TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn serve(
+    router: Router,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     axum::serve(listener, router)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await?;
@@ -218,55 +228,78 @@ pub async fn serve(router: Router, listener: tokio::net::TcpListener, shutdown: 
 pub async fn bind(config: &Config) -> anyhow::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(config.http_addr)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on AIRLINE_HTTP_ADDR={}: {e}", config.http_addr))
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen on AIRLINE_HTTP_ADDR={}: {e}",
+                config.http_addr
+            )
+        })
 }
 
-/// The `main` of a worker binary: reads the environment, connects, migrates its
-/// schema, serves /healthz and runs the worker until Ctrl-C or SIGTERM.
-pub fn worker_main(
-    service: &'static str,
-    migrations: &'static Migrator,
-    handlers: fn(&Runtime) -> Handlers,
-) -> ExitCode {
+/// The `main` of a service binary: reads the environment, connects, then runs
+/// `body` until Ctrl-C or SIGTERM cancels its token. Configuration errors exit 2; an unreachable broker or database, or a
+/// failure of `body`, prints one line and exits 1.
+pub fn main_with<F, Fut>(process: &'static str, body: F) -> ExitCode
+where
+    F: FnOnce(Runtime, CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
     crate::telemetry::init();
     let config = match Config::from_env() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("airline-{service}: {e}");
+            eprintln!("{process}: {e}");
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("airline-{service}: cannot start the async runtime: {e}");
+            eprintln!("{process}: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
     let result = runtime.block_on(async move {
-        let listener = bind(&config).await?;
-        let rt = Runtime::start(config, &format!("airline-{service}")).await?;
-        rt.migrate(service, migrations).await?;
+        let rt = Runtime::start(config, process).await?;
         let shutdown = CancellationToken::new();
-        let http = tokio::spawn(serve(health_router(rt.clone()), listener, shutdown.clone()));
         let signal_token = shutdown.clone();
         tokio::spawn(async move {
             shutdown_signal().await;
             tracing::info!("shutdown requested");
             signal_token.cancel();
         });
-        tracing::info!(service, addr = %rt.config.http_addr, "started");
-        let result = run_worker(&rt, service, handlers(&rt), shutdown.clone()).await;
-        shutdown.cancel();
-        let _ = http.await;
+        let result = body(rt.clone(), shutdown).await;
         rt.close().await;
         result
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("airline-{service}: {e:#}");
+            eprintln!("{process}: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// The `main` of a worker binary: migrates the service's schema, serves /healthz
+/// and runs the worker until Ctrl-C or SIGTERM.
+pub fn worker_main(
+    service: &'static str,
+    migrations: &'static Migrator,
+    handlers: fn(&Runtime) -> Handlers,
+) -> ExitCode {
+    let process: &'static str = Box::leak(format!("airline-{service}").into_boxed_str());
+    main_with(process, move |rt, shutdown| async move {
+        let listener = bind(&rt.config).await?;
+        rt.migrate(service, migrations).await?;
+        tracing::info!(service, addr = %rt.config.http_addr, "serving /healthz");
+        let http = tokio::spawn(serve(health_router(rt.clone()), listener, shutdown.clone()));
+        let result = run_worker(&rt, service, handlers(&rt), shutdown.clone()).await;
+        shutdown.cancel();
+        let _ = http.await;
+        result
+    })
 }

@@ -96,7 +96,12 @@ impl<'a> Fields<'a> {
     pub fn datetime(&mut self, name: &str) -> Option<OffsetDateTime> {
         let s = self.string(name, 64)?;
         OffsetDateTime::parse(&s, &Rfc3339)
-            .map_err(|_| self.error(name, "must be an RFC 3339 date-time, e.g. 2027-01-15T08:30:00Z"))
+            .map_err(|_| {
+                self.error(
+                    name,
+                    "must be an RFC 3339 date-time, e.g. 2027-01-15T08:30:00Z",
+                )
+            })
             .ok()
     }
 

@@ -1,0 +1,59 @@
+//! `airline`: run the whole system locally, migrate, seed.
+
+use std::process::ExitCode;
+
+use airline_runtime::service::{bind, main_with};
+use clap::{Parser, Subcommand};
+
+/// The airline booking pipeline. Reads AMQP_URL, DATABASE_URL, AIRLINE_HTTP_ADDR
+/// and AIRLINE_PREFIX (see README.md).
+#[derive(Debug, Parser)]
+#[command(name = "airline", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create the database if missing, migrate, declare the topology, seed the demo
+    /// flights, then run the gateway and all five workers until Ctrl-C or SIGTERM.
+    Up {
+        /// Do not create the demo flights.
+        #[arg(long)]
+        no_seed: bool,
+    },
+    /// Create the database if missing, run every migration and declare the topology.
+    Migrate,
+    /// Create the demo flights (idempotent).
+    Seed,
+}
+
+fn main() -> ExitCode {
+    // Bad arguments: clap prints what was wrong and exits with status 2.
+    let cli = Cli::parse();
+    main_with("airline", move |rt, shutdown| async move {
+        match cli.command {
+            Command::Migrate => {
+                airline::migrate_all(&rt).await?;
+                println!("database migrated and topology declared");
+            }
+            Command::Seed => {
+                airline::migrate_all(&rt).await?;
+                let n = airline::seed(&rt).await?;
+                println!("{n} demo flights present");
+            }
+            Command::Up { no_seed } => {
+                let listener = bind(&rt.config).await?;
+                airline::migrate_all(&rt).await?;
+                if !no_seed {
+                    airline::seed(&rt).await?;
+                }
+                tracing::info!(addr = %rt.config.http_addr, "airline is up: gateway and five workers; Ctrl-C to stop");
+                airline::run_all(&rt, listener, shutdown).await?;
+                tracing::info!("stopped");
+            }
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,315 @@
+use std::collections::HashMap;
+
+use airline_booking::views::{self, BookingView};
+use airline_catalog::flights::{self, Cursor, NewFlight, Search};
+use airline_contracts::messages::BookingRequested;
+use airline_contracts::{Message, PaymentToken};
+use airline_runtime::outbox::{self, Cause};
+use airline_runtime::validation::{Fields, is_code3};
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::{AppState, OPENAPI, Problem};
+
+type Result<T, E = Problem> = std::result::Result<T, E>;
+
+pub(crate) fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/flights", get(search_flights).post(create_flight))
+        .route("/v1/flights/{id}", get(get_flight))
+        .route("/v1/bookings", get(list_bookings).post(create_booking))
+        .route("/v1/bookings/{id}", get(get_booking))
+        .route("/v1/loyalty/{customer_id}", get(get_loyalty))
+        .route("/openapi.json", get(openapi))
+        .with_state(state.clone())
+        .merge(airline_runtime::service::health_router(state.rt))
+        .fallback(|| async { Problem::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            Problem::plain(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "Method not allowed",
+                "this route does not take that method",
+            )
+        })
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+/// Reads a JSON body, refusing other content types and malformed JSON with a problem.
+fn json_body(headers: &HeaderMap, body: &Bytes) -> Result<Value> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    if !essence.eq_ignore_ascii_case("application/json") {
+        return Err(Problem::plain(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Unsupported media type",
+            "send the body as application/json",
+        ));
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| Problem::field("(body)", format!("is not valid JSON: {e}")))
+}
+
+fn path_uuid(name: &str, raw: &str) -> Result<Uuid> {
+    Uuid::parse_str(raw).map_err(|_| Problem::field(name, "must be a UUID"))
+}
+
+fn query(
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<HashMap<String, String>> {
+    q.map(|Query(m)| m)
+        .map_err(|e| Problem::field("(query)", e.body_text()))
+}
+
+fn limit(q: &HashMap<String, String>) -> Result<i64> {
+    match q.get("limit") {
+        None => Ok(20),
+        Some(s) => match s.parse::<i64>() {
+            Ok(n) if (1..=100).contains(&n) => Ok(n),
+            _ => Err(Problem::field("limit", "must be an integer from 1 to 100")),
+        },
+    }
+}
+
+fn created(location: String, body: Value, status: StatusCode) -> Response {
+    let mut response = (status, Json(body)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    response
+}
+
+async fn create_flight(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response> {
+    let body = json_body(&headers, &body)?;
+    let new = NewFlight::from_json(&body).map_err(Problem::invalid)?;
+    let flight = flights::create(&s.rt.pool, &new).await?;
+    let body = serde_json::to_value(&flight).map_err(|e| Problem::internal(&e.into()))?;
+    Ok(created(
+        format!("/v1/flights/{}", flight.id),
+        body,
+        StatusCode::CREATED,
+    ))
+}
+
+async fn get_flight(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<flights::Flight>> {
+    let id = path_uuid("id", &id)?;
+    flights::get(&s.rt.pool, id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| Problem::not_found(format!("no flight {id}")))
+}
+
+async fn search_flights(
+    State(s): State<AppState>,
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Json<flights::Page<flights::Flight>>> {
+    let q = query(q)?;
+    let code = |name: &str| -> Result<Option<String>> {
+        match q.get(name) {
+            None => Ok(None),
+            Some(c) if is_code3(c) => Ok(Some(c.clone())),
+            Some(_) => Err(Problem::field(
+                name,
+                "must be three upper-case letters (IATA code)",
+            )),
+        }
+    };
+    let date_format = time::macros::format_description!("[year]-[month]-[day]");
+    let departure_date = q
+        .get("departureDate")
+        .map(|d| time::Date::parse(d, &date_format))
+        .transpose()
+        .map_err(|_| Problem::field("departureDate", "must be a date, YYYY-MM-DD"))?;
+    let cursor = q
+        .get("cursor")
+        .map(|c| {
+            Cursor::parse(c)
+                .ok_or_else(|| Problem::field("cursor", "is not a cursor this API gave out"))
+        })
+        .transpose()?;
+    let search = Search {
+        departure_airport_code: code("departureAirportCode")?,
+        arrival_airport_code: code("arrivalAirportCode")?,
+        departure_date,
+        limit: limit(&q)?,
+        cursor,
+    };
+    Ok(Json(flights::search(&s.rt.pool, &search).await?))
+}
+
+async fn create_booking(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response> {
+    let body = json_body(&headers, &body)?;
+    let mut f = Fields::new(&body);
+    let flight_id = f.uuid("outboundFlightId");
+    let customer_id = f.string("customerId", 128);
+    let token = f.string("paymentToken", 64).and_then(|raw| {
+        PaymentToken::parse(&raw)
+            .map_err(|e| f.error("paymentToken", e.to_string()))
+            .ok()
+    });
+    f.finish().map_err(Problem::invalid)?;
+    let (Some(flight_id), Some(customer_id), Some(payment_token)) = (flight_id, customer_id, token)
+    else {
+        return Err(Problem::field("(body)", "is incomplete"));
+    };
+    if flights::get(&s.rt.pool, flight_id).await?.is_none() {
+        return Err(Problem::unprocessable(
+            "outboundFlightId",
+            format!("no flight {flight_id}"),
+        ));
+    }
+    let booking_id = Uuid::now_v7();
+    let requested_at = OffsetDateTime::now_utc();
+    let message = Message::BookingRequested(BookingRequested {
+        booking_id,
+        outbound_flight_id: flight_id,
+        customer_id: customer_id.clone(),
+        payment_token,
+        requested_at,
+    });
+    let mut tx = s.rt.pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO gateway.booking_requests (id, customer_id, outbound_flight_id, created_at)
+         VALUES ($1, $2, $3, $4)",
+    )
+    .bind(booking_id)
+    .bind(&customer_id)
+    .bind(flight_id)
+    .bind(requested_at)
+    .execute(&mut *tx)
+    .await?;
+    outbox::enqueue(&mut tx, "gateway", &Cause::default(), &message).await?;
+    tx.commit().await?;
+    s.relay.notify_one();
+    tracing::info!(booking_id = %booking_id, "booking accepted");
+    Ok(created(
+        format!("/v1/bookings/{booking_id}"),
+        json!({ "id": booking_id, "status": "PENDING" }),
+        StatusCode::ACCEPTED,
+    ))
+}
+
+async fn get_booking(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<BookingView>> {
+    let id = path_uuid("id", &id)?;
+    if let Some(view) = views::get(&s.rt.pool, id).await? {
+        return Ok(Json(view));
+    }
+    let row: Option<(String, Uuid, OffsetDateTime)> = sqlx::query_as(
+        "SELECT customer_id, outbound_flight_id, created_at FROM gateway.booking_requests WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&s.rt.pool)
+    .await?;
+    row.map(|(customer, flight, at)| Json(BookingView::pending(id, customer, flight, at)))
+        .ok_or_else(|| Problem::not_found(format!("no booking {id}")))
+}
+
+async fn list_bookings(
+    State(s): State<AppState>,
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Json<flights::Page<BookingView>>> {
+    let q = query(q)?;
+    let customer_id = q
+        .get("customerId")
+        .filter(|c| !c.trim().is_empty())
+        .ok_or_else(|| Problem::field("customerId", "is required"))?;
+    let status = q.get("status").map(String::as_str);
+    if let Some(st) = status {
+        if !["PENDING", "CONFIRMED", "FAILED", "CANCELLED"].contains(&st) {
+            return Err(Problem::field(
+                "status",
+                "must be PENDING, CONFIRMED, FAILED or CANCELLED",
+            ));
+        }
+    }
+    let cursor = q
+        .get("cursor")
+        .map(|c| {
+            Uuid::parse_str(c)
+                .map_err(|_| Problem::field("cursor", "is not a cursor this API gave out"))
+        })
+        .transpose()?;
+    let limit = limit(&q)?;
+    // Bookings whose saga has started, and those the gateway accepted whose saga has
+    // not started yet (they read PENDING), newest first.
+    let sql = format!(
+        "SELECT * FROM (
+             SELECT {cols} FROM booking.bookings WHERE customer_id = $1
+             UNION ALL
+             SELECT r.id, 'REQUESTED' AS state, r.outbound_flight_id, r.customer_id, NULL, NULL, false,
+                    r.created_at, r.created_at
+               FROM gateway.booking_requests r
+              WHERE r.customer_id = $1
+                AND NOT EXISTS (SELECT 1 FROM booking.bookings b WHERE b.id = r.id)
+         ) all_bookings
+         WHERE ($2::text IS NULL
+                OR ($2 = 'PENDING' AND state NOT IN ('CONFIRMED', 'FAILED', 'CANCELLED'))
+                OR state = $2)
+           AND ($3::uuid IS NULL OR id < $3)
+         ORDER BY id DESC
+         LIMIT $4",
+        cols = views::VIEW_COLUMNS
+    );
+    let rows = sqlx::query(&sql)
+        .bind(customer_id)
+        .bind(status)
+        .bind(cursor)
+        .bind(limit + 1)
+        .fetch_all(&s.rt.pool)
+        .await?;
+    let mut items = rows
+        .iter()
+        .map(views::from_row)
+        .collect::<sqlx::Result<Vec<_>>>()?;
+    let page = usize::try_from(limit).unwrap_or(20);
+    let more = items.len() > page;
+    items.truncate(page);
+    let next_cursor = if more {
+        items.last().map(|b| b.id.to_string())
+    } else {
+        None
+    };
+    Ok(Json(flights::Page { items, next_cursor }))
+}
+
+async fn get_loyalty(
+    State(s): State<AppState>,
+    Path(customer_id): Path<String>,
+) -> Result<Json<airline_loyalty::Profile>> {
+    if customer_id.trim().is_empty() || customer_id.chars().count() > 128 {
+        return Err(Problem::field(
+            "customerId",
+            "must have 1 to 128 characters",
+        ));
+    }
+    Ok(Json(
+        airline_loyalty::profile(&s.rt.pool, &customer_id).await?,
+    ))
+}
