@@ -15,7 +15,7 @@
 //! `message_id` property is a stable id used for de-duplication, and the
 //! `correlation_id` is the booking id. See `docs/messages.md`.
 //!
-//! This crate depends on serde, uuid, time and schemars only, so that an upstream
+//! This crate depends on serde, serde_json, uuid, time and schemars only, so that an upstream
 //! system can publish valid messages without pulling in the services' runtime.
 
 pub mod messages;

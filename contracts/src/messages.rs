@@ -57,6 +57,8 @@ pub enum DecodeError {
         name: String,
         /// The version that was sent.
         version: String,
+        /// The version this contract knows.
+        known: u32,
     },
     /// The body is not valid JSON for the type, or a field is missing or invalid.
     InvalidBody {
@@ -85,8 +87,15 @@ impl fmt::Display for DecodeError {
         match self {
             Self::MissingType => f.write_str("the AMQP `type` property is missing"),
             Self::UnknownType(t) => write!(f, "unknown message type `{t}`"),
-            Self::UnsupportedVersion { name, version } => {
-                write!(f, "message `{name}` has no version `{version}`")
+            Self::UnsupportedVersion {
+                name,
+                version,
+                known,
+            } => {
+                write!(
+                    f,
+                    "message `{name}` has no version `v{version}` (this consumer knows v{known})"
+                )
             }
             Self::InvalidBody {
                 message_type,
@@ -158,6 +167,7 @@ macro_rules! messages {
                             return Err(DecodeError::UnsupportedVersion {
                                 name: name.to_owned(),
                                 version: version.to_owned(),
+                                known: $version,
                             });
                         }
                         serde_json::from_slice::<$payload>(body).map(Self::$variant).map_err(invalid)
@@ -177,12 +187,10 @@ macro_rules! messages {
             /// The JSON Schema of every message body, by message type.
             #[must_use]
             pub fn schemas() -> Vec<(MessageType, schemars::Schema)> {
-                let mut out = Vec::new();
-                $( out.push((
+                vec![$( (
                     *Self::TYPES.iter().find(|t| t.name == $name).unwrap_or(&Self::TYPES[0]),
                     crate::schema::schema_of::<$payload>(),
-                )); )+
-                out
+                ), )+]
             }
         }
 

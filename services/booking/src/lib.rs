@@ -116,7 +116,11 @@ fn input_of(message: &Message) -> Option<Input> {
         Message::SeatReserved(_) => Input::SeatReserved,
         Message::SeatUnavailable(m) => Input::SeatUnavailable(m.reason),
         Message::PaymentCollected(_) => Input::PaymentCollected,
-        Message::PaymentDeclined(m) => Input::PaymentDeclined(m.reason),
+        // Payment can only decline or fail; any other code it sends is a failure.
+        Message::PaymentDeclined(m) => Input::PaymentDeclined(match m.reason {
+            FailureReason::PaymentDeclined => FailureReason::PaymentDeclined,
+            _ => FailureReason::PaymentFailed,
+        }),
         Message::PaymentRefunded(_) => Input::PaymentRefunded,
         Message::SeatReleased(_) => Input::SeatReleased,
         _ => return None,

@@ -291,7 +291,8 @@ mod tests {
         };
         let declined = Input::PaymentDeclined(FailureReason::PaymentDeclined);
         let sold_out = Input::SeatUnavailable(SeatUnavailableReason::SoldOut);
-        let rows: &[(S, Input, LocalSteps, Option<(S, C, Option<FailureReason>)>)] = &[
+        type Expected = Option<(S, C, Option<FailureReason>)>;
+        let rows: &[(S, Input, LocalSteps, Expected)] = &[
             (
                 S::ReservingSeat,
                 Input::SeatReserved,

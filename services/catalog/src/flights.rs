@@ -45,18 +45,21 @@ impl NewFlight {
     pub fn from_json(body: &Value) -> Result<Self, Vec<FieldError>> {
         let mut f = Fields::new(body);
         let flight_number = f.integer("flightNumber", 1, 9999);
-        let code = |f: &mut Fields, name: &str| {
+        let code = |f: &mut Fields, name: &str, standard: &str| {
             let c = f.string(name, 3)?;
             if is_code3(&c) {
                 Some(c)
             } else {
-                f.error(name, "must be three upper-case letters (IATA code)");
+                f.error(
+                    name,
+                    format!("must be three upper-case letters ({standard} code)"),
+                );
                 None
             }
         };
-        let departure_airport_code = code(&mut f, "departureAirportCode");
-        let arrival_airport_code = code(&mut f, "arrivalAirportCode");
-        let ticket_currency = code(&mut f, "ticketCurrency");
+        let departure_airport_code = code(&mut f, "departureAirportCode", "IATA");
+        let arrival_airport_code = code(&mut f, "arrivalAirportCode", "IATA");
+        let ticket_currency = code(&mut f, "ticketCurrency", "ISO 4217");
         let departure_airport_name = f.string("departureAirportName", 200);
         let departure_city = f.string("departureCity", 200);
         let departure_locale = f.string("departureLocale", 100);
@@ -67,18 +70,18 @@ impl NewFlight {
         let arrival_date = f.datetime("arrivalDate");
         let ticket_price = f.integer("ticketPrice", 1, 1_000_000);
         let seat_capacity = f.integer("seatCapacity", 0, 10_000);
-        if let (Some(d), Some(a)) = (departure_date, arrival_date) {
-            if a <= d {
-                f.error("arrivalDate", "must be after departureDate");
-            }
+        if let (Some(d), Some(a)) = (departure_date, arrival_date)
+            && a <= d
+        {
+            f.error("arrivalDate", "must be after departureDate");
         }
-        if let (Some(d), Some(a)) = (&departure_airport_code, &arrival_airport_code) {
-            if d == a {
-                f.error(
-                    "arrivalAirportCode",
-                    "must differ from departureAirportCode",
-                );
-            }
+        if let (Some(d), Some(a)) = (&departure_airport_code, &arrival_airport_code)
+            && d == a
+        {
+            f.error(
+                "arrivalAirportCode",
+                "must differ from departureAirportCode",
+            );
         }
         f.finish()?;
         // Every field is Some here: finish() fails when any check did.

@@ -45,7 +45,7 @@ pub async fn run_all(
         let (rt, shutdown) = (rt.clone(), shutdown.clone());
         services.spawn(async move { airline_gateway::run(&rt, listener, shutdown).await });
     }
-    let workers: [(&'static str, fn(&Runtime) -> airline_runtime::Handlers); 5] = [
+    let workers: [(&'static str, airline_runtime::service::HandlersFn); 5] = [
         ("catalog", airline_catalog::handlers),
         ("booking", airline_booking::handlers),
         ("payment", airline_payment::handlers),

@@ -7,7 +7,7 @@ use airline_contracts::{Message, PaymentToken};
 use airline_runtime::outbox::{self, Cause};
 use airline_runtime::validation::{Fields, is_code3};
 use axum::body::Bytes;
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -45,8 +45,9 @@ async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
-/// Reads a JSON body, refusing other content types and malformed JSON with a problem.
-fn json_body(headers: &HeaderMap, body: &Bytes) -> Result<Value> {
+/// Reads a JSON body, refusing other content types, oversized bodies and malformed
+/// JSON with a problem.
+fn json_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Value> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -59,7 +60,8 @@ fn json_body(headers: &HeaderMap, body: &Bytes) -> Result<Value> {
             "send the body as application/json",
         ));
     }
-    serde_json::from_slice(body)
+    let body = body.map_err(|e| Problem::plain(e.status(), "Unreadable body", e.body_text()))?;
+    serde_json::from_slice(&body)
         .map_err(|e| Problem::field("(body)", format!("is not valid JSON: {e}")))
 }
 
@@ -95,9 +97,9 @@ fn created(location: String, body: Value, status: StatusCode) -> Response {
 async fn create_flight(
     State(s): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response> {
-    let body = json_body(&headers, &body)?;
+    let body = json_body(&headers, body)?;
     let new = NewFlight::from_json(&body).map_err(Problem::invalid)?;
     let flight = flights::create(&s.rt.pool, &new).await?;
     let body = serde_json::to_value(&flight).map_err(|e| Problem::internal(&e.into()))?;
@@ -160,9 +162,9 @@ async fn search_flights(
 async fn create_booking(
     State(s): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response> {
-    let body = json_body(&headers, &body)?;
+    let body = json_body(&headers, body)?;
     let mut f = Fields::new(&body);
     let flight_id = f.uuid("outboundFlightId");
     let customer_id = f.string("customerId", 128);
@@ -238,16 +240,17 @@ async fn list_bookings(
     let q = query(q)?;
     let customer_id = q
         .get("customerId")
-        .filter(|c| !c.trim().is_empty())
-        .ok_or_else(|| Problem::field("customerId", "is required"))?;
+        .map(|c| c.trim())
+        .filter(|c| !c.is_empty() && c.chars().count() <= 128)
+        .ok_or_else(|| Problem::field("customerId", "is required, 1 to 128 characters"))?;
     let status = q.get("status").map(String::as_str);
-    if let Some(st) = status {
-        if !["PENDING", "CONFIRMED", "FAILED", "CANCELLED"].contains(&st) {
-            return Err(Problem::field(
-                "status",
-                "must be PENDING, CONFIRMED, FAILED or CANCELLED",
-            ));
-        }
+    if let Some(st) = status
+        && !["PENDING", "CONFIRMED", "FAILED", "CANCELLED"].contains(&st)
+    {
+        return Err(Problem::field(
+            "status",
+            "must be PENDING, CONFIRMED, FAILED or CANCELLED",
+        ));
     }
     let cursor = q
         .get("cursor")

@@ -15,8 +15,8 @@ pub const FAULT_STEPS: &[&str] = &[
     "confirm-booking",
 ];
 
-/// Everything a service reads from its environment.
-#[derive(Debug, Clone)]
+/// Everything a service reads from its environment. `Debug` hides the passwords.
+#[derive(Clone)]
 pub struct Config {
     /// `AMQP_URL`: the broker, with its vhost.
     pub amqp_url: String,
@@ -37,6 +37,21 @@ pub struct Config {
     pub fault_steps: BTreeSet<String>,
 }
 
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("amqp_url", &redact_url(&self.amqp_url))
+            .field("database_url", &redact_url(&self.database_url))
+            .field("http_addr", &self.http_addr)
+            .field("prefix", &self.prefix)
+            .field("prefetch", &self.prefetch)
+            .field("db_pool", &self.db_pool)
+            .field("outbox_batch", &self.outbox_batch)
+            .field("fault_steps", &self.fault_steps)
+            .finish()
+    }
+}
+
 /// A variable that is set but cannot be used.
 #[derive(Debug, thiserror::Error)]
 #[error("{name}={value:?} is not valid: {reason}")]
@@ -53,8 +68,8 @@ impl Default for Config {
             database_url: "postgres://postgres@127.0.0.1:5432/airline".into(),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             prefix: DEFAULT_PREFIX.into(),
-            prefetch: 64,
-            db_pool: 16,
+            prefetch: 32,
+            db_pool: 20,
             outbox_batch: 200,
             fault_steps: BTreeSet::new(),
         }

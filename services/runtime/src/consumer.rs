@@ -5,8 +5,8 @@
 //! writes, and the outbox rows of the messages it sends. The delivery is acked only
 //! after that transaction commits. A message that cannot be decoded or handled goes
 //! to its queue's dead-letter queue with the reason in `x-error-*` headers, and the
-//! consumer goes on. When the database is unreachable the delivery is returned to the
-//! queue, never acked unprocessed.
+//! consumer goes on. When the database is unreachable the delivery is held unacked and
+//! retried until the database answers, never acked unprocessed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,7 +60,7 @@ pub enum HandlerError {
     #[error("{0}")]
     Rejected(String),
     /// Anything else. Dead-lettered, unless it is the database being unreachable,
-    /// in which case the delivery goes back to the queue.
+    /// in which case the delivery is held and retried until the database answers.
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
@@ -133,7 +133,7 @@ pub async fn process(
 }
 
 /// Whether an error means "the database is not reachable right now" rather than
-/// "this message is bad": such deliveries are requeued, never dead-lettered.
+/// "this message is bad": such deliveries are held and retried, never dead-lettered.
 #[must_use]
 pub fn is_unavailable(error: &HandlerError) -> bool {
     let HandlerError::Unexpected(e) = error else {
@@ -213,7 +213,15 @@ pub async fn run_consumer(
         .await?;
     tracing::info!(queue = %queue_name, service = ctx.service, "consuming");
     let tracker = TaskTracker::new();
-    let consumer_key = format!("{}:{}", ctx.service, queue.name);
+    let worker = Arc::new(QueueWorker {
+        consumer_key: format!("{}:{}", ctx.service, queue.name),
+        queue_name: queue_name.clone(),
+        dead_letters: dead_letters.clone(),
+        shutdown: shutdown.clone(),
+        ctx,
+        queue,
+        handler,
+    });
     loop {
         let next = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -226,23 +234,8 @@ pub async fn run_consumer(
                 channel.wait_for_recovery(e).await?;
             }
             Some(Ok(delivery)) => {
-                let ctx = ctx.clone();
-                let handler = Arc::clone(&handler);
-                let dead_letters = dead_letters.clone();
-                let consumer_key = consumer_key.clone();
-                let queue_name = queue_name.clone();
-                tracker.spawn(async move {
-                    on_delivery(
-                        &ctx,
-                        queue,
-                        &queue_name,
-                        &consumer_key,
-                        handler.as_ref(),
-                        &dead_letters,
-                        delivery,
-                    )
-                    .await;
-                });
+                let worker = Arc::clone(&worker);
+                tracker.spawn(async move { worker.on_delivery(delivery).await });
             }
         }
     }
@@ -289,13 +282,13 @@ fn decode(queue: &QueueSpec, delivery: &Delivery) -> Result<Incoming, Failure> {
             ),
         ));
     }
-    if let Some(ct) = props.content_type() {
-        if ct.as_str() != "application/json" {
-            return Err(Failure::new(
-                "wrong-content-type",
-                format!("content type `{}` is not application/json", ct.as_str()),
-            ));
-        }
+    if let Some(ct) = props.content_type()
+        && ct.as_str() != "application/json"
+    {
+        return Err(Failure::new(
+            "wrong-content-type",
+            format!("content type `{}` is not application/json", ct.as_str()),
+        ));
     }
     let message_id = props
         .message_id()
@@ -337,33 +330,65 @@ fn decode(queue: &QueueSpec, delivery: &Delivery) -> Result<Incoming, Failure> {
     })
 }
 
-async fn on_delivery(
-    ctx: &ConsumerContext,
+/// What each delivery of one queue is handled with.
+struct QueueWorker {
+    ctx: ConsumerContext,
     queue: &'static QueueSpec,
-    queue_name: &str,
-    consumer_key: &str,
-    handler: &dyn Handler,
-    dead_letters: &Publisher,
-    delivery: Delivery,
-) {
-    let incoming = match decode(queue, &delivery) {
-        Ok(incoming) => incoming,
-        Err(failure) => {
-            tracing::warn!(queue = %queue_name, kind = %failure.kind, error = %failure.text, "dead-lettering an undecodable message");
-            dead_letter(ctx, queue_name, dead_letters, &delivery, &failure).await;
-            return;
-        }
-    };
-    let span = tracing::info_span!(
-        "handle",
-        messaging.system = "rabbitmq",
-        messaging.destination.name = %queue_name,
-        messaging.message.id = %incoming.message_id,
-        message_type = %incoming.message.message_type(),
-        booking_id = %incoming.message.booking_id(),
-    );
-    async {
-        match process(&ctx.pool, consumer_key, ctx.service, handler, &incoming).await {
+    queue_name: String,
+    consumer_key: String,
+    handler: Arc<dyn Handler>,
+    dead_letters: Publisher,
+    shutdown: CancellationToken,
+}
+
+impl QueueWorker {
+    async fn on_delivery(&self, delivery: Delivery) {
+        let Self {
+            ctx,
+            queue,
+            queue_name,
+            consumer_key,
+            handler,
+            dead_letters,
+            shutdown,
+        } = self;
+        let handler = handler.as_ref();
+        let incoming = match decode(queue, &delivery) {
+            Ok(incoming) => incoming,
+            Err(failure) => {
+                tracing::warn!(queue = %queue_name, kind = %failure.kind, error = %failure.text, "dead-lettering an undecodable message");
+                dead_letter(ctx, queue_name, dead_letters, &delivery, &failure).await;
+                return;
+            }
+        };
+        let span = tracing::info_span!(
+            "handle",
+            messaging.system = "rabbitmq",
+            messaging.destination.name = %queue_name,
+            messaging.message.id = %incoming.message_id,
+            message_type = %incoming.message.message_type(),
+            booking_id = %incoming.message.booking_id(),
+        );
+        async {
+        let mut waited = Duration::ZERO;
+        let result = loop {
+            let result = process(&ctx.pool, consumer_key, ctx.service, handler, &incoming).await;
+            match &result {
+                // Hold the delivery (unacked) and try again until the database is
+                // back: requeueing would count against the queue's delivery limit.
+                Err(e) if is_unavailable(e) && !shutdown.is_cancelled() => {
+                    let pause = Duration::from_millis(250).max(waited / 2).min(Duration::from_secs(5));
+                    tracing::warn!(error = format!("{e:#}"), retry_in_ms = pause.as_millis(), "database unavailable; holding the delivery");
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => {},
+                        () = shutdown.cancelled() => {},
+                    }
+                    waited += pause;
+                }
+                _ => break result,
+            }
+        };
+        match result {
             Ok(outcome) => {
                 if matches!(outcome, Outcome::Handled(n) if n > 0) {
                     ctx.relay.notify_one();
@@ -374,11 +399,13 @@ async fn on_delivery(
                 ack(&delivery).await;
             }
             Err(e) if is_unavailable(&e) => {
-                tracing::warn!(error = format!("{e:#}"), "database unavailable; returning the delivery to the queue");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                // Shutting down while the database is away: give the delivery back.
                 let _ = delivery
                     .acker
-                    .nack(BasicNackOptions { requeue: true, ..BasicNackOptions::default() })
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..BasicNackOptions::default()
+                    })
                     .await;
             }
             Err(e) => {
@@ -395,6 +422,7 @@ async fn on_delivery(
     }
     .instrument(span)
     .await;
+    }
 }
 
 async fn ack(delivery: &Delivery) {
@@ -424,8 +452,8 @@ async fn dead_letter(
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
     let mut headers = delivery.properties.headers().clone().unwrap_or_default();
-    let mut text = failure.text.clone();
-    text.truncate(2000);
+    // Serde repeats offending values in its messages: keep the header bounded.
+    let text: String = failure.text.chars().take(2000).collect();
     for (k, v) in [
         ("x-error-kind", failure.kind.as_str()),
         ("x-error", text.as_str()),

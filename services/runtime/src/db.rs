@@ -51,7 +51,7 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> 
         .with_context(|| format!("cannot create the database of {shown}"))?;
     PgPoolOptions::new()
         .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(10))
+        .acquire_timeout(Duration::from_secs(30))
         .connect_with(options)
         .await
         .with_context(|| format!("cannot connect to PostgreSQL at {shown}"))

@@ -82,6 +82,9 @@ impl Runtime {
 /// A service's consumers: which queue each handler serves.
 pub type Handlers = Vec<(&'static QueueSpec, Arc<dyn Handler>)>;
 
+/// Builds a service's consumers from the runtime's configuration.
+pub type HandlersFn = fn(&Runtime) -> Handlers;
+
 /// Starts the outbox relay of `producer` and returns the signal that wakes it.
 ///
 /// # Errors
@@ -289,7 +292,7 @@ where
 pub fn worker_main(
     service: &'static str,
     migrations: &'static Migrator,
-    handlers: fn(&Runtime) -> Handlers,
+    handlers: HandlersFn,
 ) -> ExitCode {
     let process: &'static str = Box::leak(format!("airline-{service}").into_boxed_str());
     main_with(process, move |rt, shutdown| async move {

@@ -1,4 +1,5 @@
-//! Logging: `tracing` with structured fields, filtered by `RUST_LOG` (default `info`).
+//! Logging: `tracing` with structured fields, filtered by `RUST_LOG` (default
+//! `info,sqlx=warn,lapin=warn,amq_protocol=warn`).
 
 use tracing_subscriber::EnvFilter;
 

@@ -1,1 +1,8 @@
+//! Integration tests of the whole pipeline against the real RabbitMQ and PostgreSQL.
+//! Each test runs its own system in its own database and broker namespace.
 
+mod helpers;
+mod http;
+mod idempotency;
+mod poison;
+mod saga;

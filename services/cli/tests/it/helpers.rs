@@ -1,0 +1,423 @@
+//! A whole system per test: its own database, its own broker namespace (a unique
+//! prefix on every exchange and queue), the gateway on a free port and the five
+//! workers, all in this process. Dropping the app deletes its queues, exchanges and
+//! database, also when the test failed.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use airline_contracts::topology::{
+    COMMANDS_EXCHANGE, DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE, QUEUES,
+};
+use airline_contracts::{Message, Names};
+use airline_runtime::broker::{Envelope, Publisher};
+use airline_runtime::{Config, Runtime};
+use futures_util::StreamExt as _;
+use lapin::options::{BasicGetOptions, ExchangeDeleteOptions, QueueDeleteOptions};
+use serde_json::{Value, json};
+use sqlx::Row;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// How long a test waits for the system to reach a state before failing.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+fn base_database_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/airline".into())
+}
+
+fn amqp_url() -> String {
+    std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+fn database_url(name: &str) -> String {
+    let base = base_database_url();
+    let (server, _) = base.rsplit_once('/').unwrap_or((&base, ""));
+    format!("{server}/{name}")
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub rt: Runtime,
+    pub names: Names,
+    shutdown: CancellationToken,
+    database: String,
+}
+
+/// Starts a system with the default configuration.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Starts a system after `configure` has changed its configuration.
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
+    let id = Uuid::new_v4().simple().to_string();
+    let database = format!("airline_test_{id}");
+    let mut config = Config {
+        amqp_url: amqp_url(),
+        database_url: database_url(&database),
+        prefix: format!("test.{}.", &id[..12]),
+        db_pool: 12,
+        ..Config::default()
+    };
+    configure(&mut config);
+    let rt = Runtime::start(config, "airline-test")
+        .await
+        .expect("system starts");
+    airline::migrate_all(&rt).await.expect("migrations run");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a free port");
+    let base = format!("http://{}", listener.local_addr().expect("bound"));
+    let shutdown = CancellationToken::new();
+    {
+        let (rt, shutdown) = (rt.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            if let Err(e) = airline::run_all(&rt, listener, shutdown).await {
+                eprintln!("test system stopped: {e:#}");
+            }
+        });
+    }
+    TestApp {
+        base,
+        http: reqwest::Client::new(),
+        names: rt.names.clone(),
+        rt,
+        shutdown,
+        database,
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        let names = self.names.clone();
+        let database = self.database.clone();
+        // Clean up on a runtime of its own: this may run while a failed test unwinds.
+        let cleanup = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                if let Ok(conn) = lapin::Connection::connect(&amqp_url(), Default::default()).await
+                {
+                    if let Ok(ch) = conn.create_channel().await {
+                        for q in QUEUES {
+                            for name in [names.resolve(q.name), names.dlq(q.name)] {
+                                let _ = ch
+                                    .queue_delete(name.into(), QueueDeleteOptions::default())
+                                    .await;
+                            }
+                        }
+                        for x in [COMMANDS_EXCHANGE, EVENTS_EXCHANGE, DEAD_LETTER_EXCHANGE] {
+                            let _ = ch
+                                .exchange_delete(
+                                    names.resolve(x).into(),
+                                    ExchangeDeleteOptions::default(),
+                                )
+                                .await;
+                        }
+                    }
+                    let _ = conn.close(200, "test done".into()).await;
+                }
+                if let Ok(mut admin) = sqlx::PgConnection::connect(&database_url("postgres")).await
+                {
+                    let sql = format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)");
+                    let _ = sqlx::query(&sql).execute(&mut admin).await;
+                }
+            });
+        });
+        let _ = cleanup.join();
+    }
+}
+
+use sqlx::Connection as _;
+
+/// A valid flight body with `seats` seats.
+pub fn flight_body(seats: i64) -> Value {
+    json!({
+        "flightNumber": 1812, "departureAirportCode": "LGW", "departureAirportName": "London Gatwick",
+        "departureCity": "London", "departureLocale": "Europe/London", "departureDate": "2027-01-15T08:00:00Z",
+        "arrivalAirportCode": "MAD", "arrivalAirportName": "Madrid Barajas", "arrivalCity": "Madrid",
+        "arrivalLocale": "Europe/Madrid", "arrivalDate": "2027-01-15T10:30:00Z", "ticketPrice": 120,
+        "ticketCurrency": "EUR", "seatCapacity": seats
+    })
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.http
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn get_json(&self, path: &str) -> Value {
+        let response = self.get(path).await;
+        assert_eq!(response.status(), 200, "GET {path}");
+        response.json().await.expect("json")
+    }
+
+    /// Creates a flight with `seats` seats; returns its id.
+    pub async fn create_flight(&self, seats: i64) -> Uuid {
+        let response = self.post_json("/v1/flights", &flight_body(seats)).await;
+        assert_eq!(response.status(), 201);
+        let body: Value = response.json().await.expect("json");
+        body["id"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .expect("flight id")
+    }
+
+    pub async fn seats_left(&self, flight: Uuid) -> i64 {
+        self.get_json(&format!("/v1/flights/{flight}")).await["seatCapacity"]
+            .as_i64()
+            .expect("seats")
+    }
+
+    /// Books `flight` through the gateway; returns the booking id.
+    pub async fn book(&self, flight: Uuid, customer: &str, token: &str) -> Uuid {
+        let response = self
+            .post_json(
+                "/v1/bookings",
+                &json!({ "outboundFlightId": flight, "customerId": customer, "paymentToken": token }),
+            )
+            .await;
+        assert_eq!(response.status(), 202);
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(body["status"], "PENDING");
+        body["id"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .expect("booking id")
+    }
+
+    /// Waits until the booking leaves PENDING; returns it.
+    pub async fn settled(&self, booking: Uuid) -> Value {
+        self.eventually(&format!("booking {booking} to settle"), || async {
+            let b = self.get_json(&format!("/v1/bookings/{booking}")).await;
+            (b["status"] != "PENDING").then_some(b)
+        })
+        .await
+    }
+
+    /// Polls `check` until it gives a value, failing the test after [`PATIENCE`].
+    pub async fn eventually<T, F, Fut>(&self, what: &str, mut check: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            if let Some(v) = check().await {
+                return v;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The saga's states in order, from its history.
+    pub async fn saga_states(&self, booking: Uuid) -> Vec<String> {
+        sqlx::query_scalar(
+            "SELECT to_state FROM booking.saga_history WHERE booking_id = $1 ORDER BY version",
+        )
+        .bind(booking)
+        .fetch_all(&self.rt.pool)
+        .await
+        .expect("history")
+    }
+
+    /// Publishes envelopes straight onto the broker, as an upstream system would.
+    pub async fn publish(&self, envelopes: &[Envelope]) {
+        let publisher = Publisher::open(&self.rt.connection).await.expect("channel");
+        publisher.publish_all(envelopes).await.expect("published");
+        let _ = publisher.channel().close(200, "done".into()).await;
+    }
+
+    /// An envelope for `message` under this app's names.
+    pub fn envelope(&self, message: &Message, message_id: &str) -> Envelope {
+        airline_runtime::broker::envelope_for(&self.names, message, message_id, "test")
+    }
+
+    /// Waits for one dead letter in the DLQ of work queue `queue`; returns it.
+    pub async fn dead_letter(&self, queue: &str) -> lapin::message::BasicGetMessage {
+        let channel = self.rt.connection.create_channel().await.expect("channel");
+        let dlq = self.names.dlq(queue);
+        let message = self
+            .eventually(&format!("a dead letter in {dlq}"), || async {
+                channel
+                    .basic_get(dlq.clone().into(), BasicGetOptions { no_ack: true })
+                    .await
+                    .expect("basic.get")
+            })
+            .await;
+        let _ = channel.close(200, "done".into()).await;
+        message
+    }
+
+    /// Every table that records an effect, as one comparable value.
+    pub async fn books(&self) -> BTreeMap<String, Value> {
+        let queries = [
+            (
+                "flights",
+                "SELECT id::text, seats_left::text FROM catalog.flights ORDER BY id",
+            ),
+            (
+                "seats",
+                "SELECT booking_id::text, status FROM catalog.seat_reservations ORDER BY booking_id",
+            ),
+            (
+                "bookings",
+                "SELECT id::text, state || ':' || version || ':' || COALESCE(failure_reason, '') FROM booking.bookings ORDER BY id",
+            ),
+            (
+                "history",
+                "SELECT booking_id::text, count(*)::text FROM booking.saga_history GROUP BY booking_id ORDER BY booking_id",
+            ),
+            (
+                "payments",
+                "SELECT booking_id::text, status FROM payment.payments ORDER BY booking_id",
+            ),
+            (
+                "refunds",
+                "SELECT booking_id::text, amount::text FROM payment.refunds ORDER BY booking_id",
+            ),
+            (
+                "ledger",
+                "SELECT booking_id::text, kind || ':' || points FROM loyalty.ledger ORDER BY booking_id, kind",
+            ),
+            (
+                "notifications",
+                "SELECT booking_id::text || ':' || event_type, id::text FROM notify.notifications ORDER BY 1",
+            ),
+            (
+                "outbox",
+                "SELECT producer, count(*)::text FROM messaging.outbox GROUP BY producer ORDER BY producer",
+            ),
+        ];
+        let mut books = BTreeMap::new();
+        for (name, sql) in queries {
+            let rows = sqlx::query(sql).fetch_all(&self.rt.pool).await.expect(name);
+            let pairs: Vec<Value> = rows
+                .iter()
+                .map(|r| {
+                    json!([
+                        r.try_get::<String, _>(0).expect("text"),
+                        r.try_get::<String, _>(1).expect("text")
+                    ])
+                })
+                .collect();
+            books.insert(name.to_owned(), Value::Array(pairs));
+        }
+        books
+    }
+
+    /// Total duplicate deliveries the inboxes have absorbed.
+    pub async fn duplicates_absorbed(&self) -> i64 {
+        sqlx::query_scalar("SELECT COALESCE(SUM(duplicates), 0)::bigint FROM messaging.inbox")
+            .fetch_one(&self.rt.pool)
+            .await
+            .expect("inbox")
+    }
+
+    /// A queue that receives a copy of every message published in this namespace.
+    pub async fn tap(&self) -> Tap {
+        let channel = self.rt.connection.create_channel().await.expect("channel");
+        let queue = channel
+            .queue_declare(
+                "".into(),
+                lapin::options::QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                Default::default(),
+            )
+            .await
+            .expect("tap queue");
+        let name = queue.name().to_string();
+        let bind = |exchange: &str, key: &str| {
+            let (channel, name, exchange, key) = (
+                channel.clone(),
+                name.clone(),
+                self.names.resolve(exchange),
+                key.to_owned(),
+            );
+            async move {
+                channel
+                    .queue_bind(
+                        name.into(),
+                        exchange.into(),
+                        key.into(),
+                        Default::default(),
+                        Default::default(),
+                    )
+                    .await
+                    .expect("bind tap");
+            }
+        };
+        bind(EVENTS_EXCHANGE, "#").await;
+        for t in Message::TYPES
+            .iter()
+            .filter(|t| t.kind == airline_contracts::MessageKind::Command)
+        {
+            bind(COMMANDS_EXCHANGE, t.name).await;
+        }
+        let consumer = channel
+            .basic_consume(
+                name.into(),
+                "tap".into(),
+                lapin::options::BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                Default::default(),
+            )
+            .await
+            .expect("consume tap");
+        Tap {
+            _channel: channel,
+            consumer,
+        }
+    }
+}
+
+pub struct Tap {
+    _channel: lapin::Channel,
+    consumer: lapin::Consumer,
+}
+
+impl Tap {
+    /// Waits for the next `n` messages published in the namespace.
+    pub async fn take(&mut self, n: usize) -> Vec<lapin::message::Delivery> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            match tokio::time::timeout(PATIENCE, self.consumer.next()).await {
+                Ok(Some(Ok(d))) => out.push(d),
+                other => panic!("tap got {} of {n} messages, then {other:?}", out.len()),
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,266 @@
+//! The gateway's HTTP contract: routes, paging, and problem+json errors.
+
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::helpers::{TestApp, flight_body, spawn_app};
+
+async fn problem(response: reqwest::Response, status: u16) -> Value {
+    assert_eq!(response.status(), status);
+    assert_eq!(
+        response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/problem+json")
+    );
+    response.json().await.expect("problem body")
+}
+
+fn names_field(problem: &Value, field: &str) -> bool {
+    problem["invalidParams"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|p| p["name"] == field))
+        && problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains(field))
+}
+
+#[tokio::test]
+async fn flights_are_created_found_and_searched_page_by_page() {
+    let app = spawn_app().await;
+    let response = app.post_json("/v1/flights", &flight_body(3)).await;
+    assert_eq!(response.status(), 201);
+    let location = response.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_owned();
+    let created: Value = response.json().await.expect("json");
+    assert_eq!(
+        location,
+        format!("/v1/flights/{}", created["id"].as_str().expect("id"))
+    );
+    assert_eq!(app.get_json(&location).await, created);
+    for _ in 0..2 {
+        app.create_flight(3).await;
+    }
+    app.create_flight(0).await;
+
+    let query = "/v1/flights?departureAirportCode=LGW&arrivalAirportCode=MAD&departureDate=2027-01-15&limit=2";
+    let first = app.get_json(query).await;
+    assert_eq!(first["items"].as_array().map(Vec::len), Some(2));
+    let cursor = first["nextCursor"].as_str().expect("a next page");
+    let second = app.get_json(&format!("{query}&cursor={cursor}")).await;
+    assert_eq!(
+        second["items"].as_array().map(Vec::len),
+        Some(1),
+        "the sold-out flight is not listed"
+    );
+    assert_eq!(second["nextCursor"], Value::Null);
+    let other_day = app
+        .get_json("/v1/flights?departureAirportCode=LGW&departureDate=2027-01-16")
+        .await;
+    assert_eq!(other_day["items"], json!([]));
+}
+
+#[tokio::test]
+async fn bad_flight_input_gets_problems_naming_the_field() {
+    let app = spawn_app().await;
+    let mut body = flight_body(3);
+    body["ticketPrice"] = json!("cheap");
+    assert!(names_field(
+        &problem(app.post_json("/v1/flights", &body).await, 400).await,
+        "ticketPrice"
+    ));
+    let p = problem(app.get("/v1/flights?departureDate=15-01-2027").await, 400).await;
+    assert!(names_field(&p, "departureDate"));
+    let p = problem(
+        app.get("/v1/flights?departureAirportCode=london").await,
+        400,
+    )
+    .await;
+    assert!(names_field(&p, "departureAirportCode"));
+    let p = problem(app.get("/v1/flights?limit=1000").await, 400).await;
+    assert!(names_field(&p, "limit"));
+    let p = problem(app.get("/v1/flights?cursor=garbage").await, 400).await;
+    assert!(names_field(&p, "cursor"));
+    assert!(names_field(
+        &problem(app.get("/v1/flights/not-a-uuid").await, 400).await,
+        "id"
+    ));
+    problem(
+        app.get(&format!("/v1/flights/{}", Uuid::now_v7())).await,
+        404,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn bad_booking_input_gets_problems_naming_the_field() {
+    let app = spawn_app().await;
+    let flight = app.create_flight(3).await;
+    let valid =
+        json!({ "outboundFlightId": flight, "customerId": "c-1", "paymentToken": "tok_visa" });
+
+    let response = app
+        .http
+        .post(app.url("/v1/bookings"))
+        .header("content-type", "application/json")
+        .body("{\"outboundFlightId\": ")
+        .send()
+        .await
+        .expect("sent");
+    assert!(names_field(&problem(response, 400).await, "(body)"));
+    for field in ["outboundFlightId", "customerId", "paymentToken"] {
+        let mut body = valid.clone();
+        body.as_object_mut().expect("object").remove(field);
+        assert!(
+            names_field(
+                &problem(app.post_json("/v1/bookings", &body).await, 400).await,
+                field
+            ),
+            "{field}"
+        );
+    }
+    for token in ["visa", "tok_", "tok_no spaces", ""] {
+        let mut body = valid.clone();
+        body["paymentToken"] = json!(token);
+        let p = problem(app.post_json("/v1/bookings", &body).await, 400).await;
+        assert!(names_field(&p, "paymentToken"), "{token}: {p}");
+    }
+    let mut body = valid.clone();
+    body["outboundFlightId"] = json!(Uuid::now_v7());
+    assert!(names_field(
+        &problem(app.post_json("/v1/bookings", &body).await, 422).await,
+        "outboundFlightId"
+    ));
+    let response = app
+        .http
+        .post(app.url("/v1/bookings"))
+        .body(valid.to_string())
+        .send()
+        .await
+        .expect("sent");
+    problem(response, 415).await;
+    problem(
+        app.get(&format!("/v1/bookings/{}", Uuid::now_v7())).await,
+        404,
+    )
+    .await;
+    problem(app.get("/v1/nowhere").await, 404).await;
+    assert!(names_field(
+        &problem(app.get("/v1/bookings").await, 400).await,
+        "customerId"
+    ));
+    assert!(names_field(
+        &problem(app.get("/v1/bookings?customerId=c&status=LOST").await, 400).await,
+        "status"
+    ));
+}
+
+async fn list(app: &TestApp, query: &str) -> Vec<Value> {
+    app.get_json(&format!("/v1/bookings?{query}")).await["items"]
+        .as_array()
+        .cloned()
+        .expect("items")
+}
+
+#[tokio::test]
+async fn a_customer_lists_their_bookings_by_status_and_never_sees_the_card_token() {
+    let app = spawn_app().await;
+    let flight = app.create_flight(5).await;
+    let ok = app.book(flight, "cust-list", "tok_visa").await;
+    let declined = app.book(flight, "cust-list", "tok_chargeDeclined").await;
+    app.book(flight, "someone-else", "tok_visa").await;
+    app.settled(ok).await;
+    app.settled(declined).await;
+
+    let all = list(&app, "customerId=cust-list").await;
+    let ids: Vec<&str> = all.iter().filter_map(|b| b["id"].as_str()).collect();
+    assert_eq!(
+        ids,
+        [declined.to_string(), ok.to_string()],
+        "newest first, only this customer's"
+    );
+    assert_eq!(
+        list(&app, "customerId=cust-list&status=CONFIRMED")
+            .await
+            .len(),
+        1
+    );
+    assert_eq!(
+        list(&app, "customerId=cust-list&status=FAILED").await[0]["failureReason"],
+        "PAYMENT_DECLINED"
+    );
+    let page = app
+        .get_json("/v1/bookings?customerId=cust-list&limit=1")
+        .await;
+    let cursor = page["nextCursor"].as_str().expect("a second page");
+    assert_eq!(
+        list(
+            &app,
+            &format!("customerId=cust-list&limit=1&cursor={cursor}")
+        )
+        .await[0]["id"],
+        ok.to_string()
+    );
+
+    let one = app
+        .get(&format!("/v1/bookings/{ok}"))
+        .await
+        .text()
+        .await
+        .expect("body");
+    let listed = app
+        .get("/v1/bookings?customerId=cust-list")
+        .await
+        .text()
+        .await
+        .expect("body");
+    assert!(
+        !one.contains("tok_") && !listed.contains("tok_"),
+        "the payment token is never returned"
+    );
+}
+
+#[tokio::test]
+async fn health_and_openapi_are_served() {
+    let app = spawn_app().await;
+    let health = app.get_json("/healthz").await;
+    assert_eq!(
+        health,
+        json!({ "status": "ok", "broker": "up", "database": "up" })
+    );
+    let doc = app.get_json("/openapi.json").await;
+    for (method, path) in airline_gateway::ROUTES {
+        assert!(
+            doc["paths"][path][method].is_object(),
+            "{method} {path} is documented"
+        );
+    }
+    let documented: usize = doc["paths"]
+        .as_object()
+        .expect("paths")
+        .values()
+        .map(|p| {
+            p.as_object()
+                .map_or(0, |m| m.keys().filter(|k| *k != "parameters").count())
+        })
+        .sum();
+    assert_eq!(
+        documented,
+        airline_gateway::ROUTES.len(),
+        "the document lists no route the gateway does not serve"
+    );
+
+    let huge = format!("{{\"customerId\": \"{}\"}}", "x".repeat(3 * 1024 * 1024));
+    let response = app
+        .http
+        .post(app.url("/v1/bookings"))
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .expect("sent");
+    problem(response, 413).await;
+}
