@@ -233,6 +233,8 @@ messages! {
     BookingFailed(BookingFailed) = "booking.failed" v 1, Event, from "booking";
     /// Loyalty points were credited for a confirmed booking.
     LoyaltyAwarded(LoyaltyAwarded) = "loyalty.awarded" v 1, Event, from "loyalty";
+    /// A saga that cannot finish on its own, parked in the booking DLQ for an operator.
+    BookingParked(BookingParked) = "booking.parked" v 1, Event, from "booking";
 }
 
 /// `booking.requested` v1.
@@ -341,6 +343,13 @@ pub struct PaymentCollected {
     pub currency: String,
     /// The provider's receipt.
     pub receipt_url: String,
+    /// How many deliveries of `payment.collect` it took (1 when the first worked).
+    #[serde(default = "one")]
+    pub attempts: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// `payment.declined` v1.
@@ -488,4 +497,48 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), Message::TYPES.len());
     }
+}
+
+/// `booking.parked` v1: everything an operator needs about a stuck saga.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BookingParked {
+    /// The booking.
+    pub booking_id: Uuid,
+    /// The customer.
+    pub customer_id: String,
+    /// The flight.
+    pub outbound_flight_id: Uuid,
+    /// The state the saga was stuck in.
+    pub stuck_in: String,
+    /// Why it was parked (`COMPENSATION_FAILED`).
+    pub reason: FailureReason,
+    /// The failure being compensated when it got stuck, if any.
+    pub original_failure: Option<FailureReason>,
+    /// Every transition of the saga, oldest first.
+    pub history: Vec<SagaStep>,
+    /// When it was parked.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "String", extend("format" = "date-time"))]
+    pub parked_at: OffsetDateTime,
+}
+
+/// One transition of a saga.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SagaStep {
+    /// The saga version after the step.
+    pub version: i32,
+    /// The state before (absent for the first step).
+    pub from_state: Option<String>,
+    /// The state after.
+    pub to_state: String,
+    /// The message type (or `deadline`) that caused it.
+    pub trigger: String,
+    /// What happened.
+    pub note: String,
+    /// When.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "String", extend("format" = "date-time"))]
+    pub at: OffsetDateTime,
 }

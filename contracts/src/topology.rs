@@ -21,6 +21,9 @@ pub const COMMANDS_EXCHANGE: &str = "commands";
 pub const EVENTS_EXCHANGE: &str = "events";
 /// The dead-letter exchange (direct, routing key = the queue the message died in).
 pub const DEAD_LETTER_EXCHANGE: &str = "dead-letter";
+/// The consumer of a parking queue: operators, not a service.
+pub const PARKING: &str = "operator";
+
 /// The suffix of a work queue's dead-letter queue.
 pub const DLQ_SUFFIX: &str = ".dlq";
 
@@ -73,6 +76,9 @@ pub const QUEUES: &[QueueSpec] = &[
         &["booking.confirmed", "booking.failed"],
     ),
     q("loyalty.awarded", "notify", &["loyalty.awarded"]),
+    // The booking DLQ: sagas that cannot finish on their own, parked for an operator
+    // with their whole state and history.
+    q("booking.dlq", PARKING, &["booking.parked"]),
 ];
 
 const fn q(
@@ -87,7 +93,7 @@ const fn q(
     }
 }
 
-/// The queues a service consumes.
+/// The queues a service consumes (never a parking queue).
 pub fn queues_of(service: &str) -> impl Iterator<Item = &'static QueueSpec> + '_ {
     QUEUES.iter().filter(move |q| q.consumer == service)
 }

@@ -104,6 +104,13 @@ pub enum FailureReason {
     PaymentFailed,
     /// The booking could not be confirmed after payment; the payment was refunded.
     ConfirmationFailed,
+    /// No answer to the seat reservation before its deadline; compensated.
+    SeatReservationTimedOut,
+    /// No answer from payment before its deadline; any charge is refunded.
+    PaymentTimedOut,
+    /// A compensation step did not finish before its deadline: the saga is parked
+    /// in the booking DLQ for an operator.
+    CompensationFailed,
 }
 
 impl FailureReason {
@@ -118,6 +125,9 @@ impl FailureReason {
             Self::PaymentDeclined => "PAYMENT_DECLINED",
             Self::PaymentFailed => "PAYMENT_FAILED",
             Self::ConfirmationFailed => "CONFIRMATION_FAILED",
+            Self::SeatReservationTimedOut => "SEAT_RESERVATION_TIMED_OUT",
+            Self::PaymentTimedOut => "PAYMENT_TIMED_OUT",
+            Self::CompensationFailed => "COMPENSATION_FAILED",
         }
     }
 
@@ -132,9 +142,24 @@ impl FailureReason {
             Self::PaymentDeclined,
             Self::PaymentFailed,
             Self::ConfirmationFailed,
+            Self::SeatReservationTimedOut,
+            Self::PaymentTimedOut,
+            Self::CompensationFailed,
         ]
         .into_iter()
         .find(|r| r.as_str() == code)
+    }
+}
+
+impl FailureReason {
+    /// Whether this is a technical failure (as opposed to a business refusal:
+    /// sold out, flight unknown, card declined).
+    #[must_use]
+    pub fn is_technical(self) -> bool {
+        !matches!(
+            self,
+            Self::SoldOut | Self::FlightNotFound | Self::PaymentDeclined
+        )
     }
 }
 

@@ -13,12 +13,15 @@ CREATE TABLE booking.bookings (
     ticket_currency    text,
     charge_id          text,
     checked_in         boolean     NOT NULL DEFAULT false,
+    -- When the saga gives up waiting in its current state (NULL once terminal).
+    deadline_at        timestamptz,
     created_at         timestamptz NOT NULL DEFAULT now(),
     updated_at         timestamptz NOT NULL DEFAULT now()
 );
 
 CREATE INDEX bookings_customer ON booking.bookings (customer_id, id);
 CREATE INDEX bookings_state ON booking.bookings (state, updated_at);
+CREATE INDEX bookings_deadline ON booking.bookings (deadline_at) WHERE deadline_at IS NOT NULL;
 
 CREATE TABLE booking.saga_history (
     id                 bigserial   PRIMARY KEY,
@@ -28,6 +31,8 @@ CREATE TABLE booking.saga_history (
     to_state           text        NOT NULL,
     trigger_type       text        NOT NULL,
     trigger_message_id text,
+    -- Deliveries the triggering step took (1 unless it was retried).
+    step_attempts      integer     NOT NULL DEFAULT 1,
     note               text        NOT NULL,
     at                 timestamptz NOT NULL DEFAULT now()
 );

@@ -11,11 +11,16 @@ pub mod views;
 
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use airline_contracts::messages::{
-    BookingConfirmed, BookingFailed, CollectPayment, RefundPayment, ReleaseSeat, ReserveSeat,
+    BookingConfirmed, BookingFailed, BookingParked, CollectPayment, RefundPayment, ReleaseSeat,
+    ReserveSeat, SagaStep,
 };
 use airline_contracts::topology::queues_of;
 use airline_contracts::{FailureReason, Message, PaymentToken};
+use airline_runtime::outbox::{self, Cause};
+use airline_runtime::service::JobFn;
 use airline_runtime::{Handler, HandlerError, Handlers, Incoming, Runtime, async_trait};
 use saga::{Command, Decision, Input, LocalSteps, State};
 use sqlx::migrate::Migrator;
@@ -26,6 +31,36 @@ use uuid::Uuid;
 /// The booking schema's migrations.
 pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 
+/// How long the saga waits in each waiting state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadlines {
+    /// For the catalog's seat steps.
+    pub step: Duration,
+    /// For payment's collect and refund.
+    pub payment: Duration,
+}
+
+impl Deadlines {
+    /// From the runtime configuration.
+    #[must_use]
+    pub fn of(config: &airline_runtime::Config) -> Self {
+        Self {
+            step: config.step_deadline,
+            payment: config.payment_deadline,
+        }
+    }
+
+    /// The deadline of a state entered at `now`; none once terminal.
+    #[must_use]
+    pub fn of_state(&self, state: State, now: OffsetDateTime) -> Option<OffsetDateTime> {
+        match state {
+            State::ReservingSeat | State::ReleasingSeat => Some(now + self.step),
+            State::CollectingPayment | State::RefundingPayment => Some(now + self.payment),
+            State::Confirmed | State::Failed => None,
+        }
+    }
+}
+
 /// The booking service's consumers: `booking.requested` starts sagas, every other
 /// queue carries a reply that moves one.
 #[must_use]
@@ -34,22 +69,29 @@ pub fn handlers(rt: &Runtime) -> Handlers {
         reserve_booking_fails: rt.config.fails("reserve-booking"),
         confirm_booking_fails: rt.config.fails("confirm-booking"),
     };
+    let deadlines = Deadlines::of(&rt.config);
     queues_of("booking")
         .map(|q| {
             let handler: Arc<dyn Handler> = if q.name == "booking.requested" {
-                Arc::new(StartSaga)
+                Arc::new(StartSaga { deadlines })
             } else {
-                Arc::new(AdvanceSaga { steps })
+                Arc::new(AdvanceSaga { steps, deadlines })
             };
             (q, handler)
         })
         .collect()
 }
 
+/// The booking service's background jobs: the deadline sweeper.
+pub const JOBS: &[JobFn] = &[|rt, shutdown| Box::pin(sweep_deadlines(rt, shutdown))];
+
 /// Starts a saga for `booking.requested`; a second request with the same booking id
 /// changes nothing.
 #[derive(Debug, Clone, Copy)]
-pub struct StartSaga;
+pub struct StartSaga {
+    /// Deadlines of the waiting states.
+    pub deadlines: Deadlines,
+}
 
 #[async_trait]
 impl Handler for StartSaga {
@@ -62,10 +104,11 @@ impl Handler for StartSaga {
             return Err(HandlerError::Rejected("expected booking.requested".into()));
         };
         let decision = saga::start();
+        let now = OffsetDateTime::now_utc();
         let inserted = sqlx::query(
             "INSERT INTO booking.bookings
-                 (id, customer_id, outbound_flight_id, payment_token, state, version, created_at)
-             VALUES ($1, $2, $3, $4, $5, 1, $6)
+                 (id, customer_id, outbound_flight_id, payment_token, state, version, created_at, deadline_at)
+             VALUES ($1, $2, $3, $4, $5, 1, $6, $7)
              ON CONFLICT (id) DO NOTHING",
         )
         .bind(req.booking_id)
@@ -74,6 +117,7 @@ impl Handler for StartSaga {
         .bind(req.payment_token.expose())
         .bind(decision.next.as_str())
         .bind(req.requested_at)
+        .bind(self.deadlines.of_state(decision.next, now))
         .execute(&mut *tx)
         .await?
         .rows_affected()
@@ -82,7 +126,8 @@ impl Handler for StartSaga {
             tracing::info!("booking already requested; nothing to do");
             return Ok(Vec::new());
         }
-        record(tx, req.booking_id, 1, None, &decision, msg).await?;
+        let trigger = Trigger::of(msg);
+        record(tx, req.booking_id, 1, None, &decision, &trigger).await?;
         Ok(vec![Message::ReserveSeat(ReserveSeat {
             booking_id: req.booking_id,
             flight_id: req.outbound_flight_id,
@@ -95,6 +140,8 @@ impl Handler for StartSaga {
 pub struct AdvanceSaga {
     /// Outcomes of the local steps (fault injection).
     pub steps: LocalSteps,
+    /// Deadlines of the waiting states.
+    pub deadlines: Deadlines,
 }
 
 /// A booking's saga as loaded for a transition.
@@ -109,6 +156,54 @@ struct Saga {
     failure: Option<FailureReason>,
     ticket_price: Option<i64>,
     ticket_currency: Option<String>,
+}
+
+const SAGA_COLUMNS: &str =
+    "id, customer_id, outbound_flight_id, payment_token, state, version, failure_reason,
+    ticket_price, ticket_currency";
+
+impl Saga {
+    fn from_row(row: &sqlx::postgres::PgRow) -> Result<Self, HandlerError> {
+        let state: String = row.try_get("state")?;
+        Ok(Self {
+            id: row.try_get("id")?,
+            customer_id: row.try_get("customer_id")?,
+            flight_id: row.try_get("outbound_flight_id")?,
+            payment_token: row.try_get("payment_token")?,
+            state: State::parse(&state).ok_or_else(|| {
+                HandlerError::Unexpected(anyhow::anyhow!("unknown saga state {state}"))
+            })?,
+            version: row.try_get("version")?,
+            failure: row
+                .try_get::<Option<String>, _>("failure_reason")?
+                .as_deref()
+                .and_then(FailureReason::parse),
+            ticket_price: row.try_get("ticket_price")?,
+            ticket_currency: row.try_get("ticket_currency")?,
+        })
+    }
+}
+
+/// What moved a saga, for its history.
+#[derive(Debug)]
+struct Trigger {
+    kind: String,
+    message_id: Option<String>,
+    attempts: u32,
+}
+
+impl Trigger {
+    fn of(msg: &Incoming) -> Self {
+        let attempts = match &msg.message {
+            Message::PaymentCollected(m) => m.attempts,
+            _ => 1,
+        };
+        Self {
+            kind: msg.message.message_type().to_string(),
+            message_id: Some(msg.message_id.clone()),
+            attempts,
+        }
+    }
 }
 
 fn input_of(message: &Message) -> Option<Input> {
@@ -137,84 +232,197 @@ impl Handler for AdvanceSaga {
         let input = input_of(&msg.message)
             .ok_or_else(|| HandlerError::Rejected("not a reply of the booking saga".into()))?;
         let booking_id = msg.message.booking_id();
-        let row = sqlx::query(
-            "SELECT id, customer_id, outbound_flight_id, payment_token, state, version, failure_reason,
-                    ticket_price, ticket_currency
-               FROM booking.bookings WHERE id = $1 FOR UPDATE",
-        )
-        .bind(booking_id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| HandlerError::Rejected(format!("no booking {booking_id}")))?;
-        let state: String = row.try_get("state")?;
-        let mut saga = Saga {
-            id: row.try_get("id")?,
-            customer_id: row.try_get("customer_id")?,
-            flight_id: row.try_get("outbound_flight_id")?,
-            payment_token: row.try_get("payment_token")?,
-            state: State::parse(&state).ok_or_else(|| {
-                HandlerError::Unexpected(anyhow::anyhow!("unknown saga state {state}"))
-            })?,
-            version: row.try_get("version")?,
-            failure: row
-                .try_get::<Option<String>, _>("failure_reason")?
-                .as_deref()
-                .and_then(FailureReason::parse),
-            ticket_price: row.try_get("ticket_price")?,
-            ticket_currency: row.try_get("ticket_currency")?,
-        };
+        let sql = format!("SELECT {SAGA_COLUMNS} FROM booking.bookings WHERE id = $1 FOR UPDATE");
+        let row = sqlx::query(&sql)
+            .bind(booking_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| HandlerError::Rejected(format!("no booking {booking_id}")))?;
+        let mut saga = Saga::from_row(&row)?;
         let Some(decision) = saga::transition(saga.state, input, self.steps) else {
             tracing::info!(state = %saga.state, "reply does not apply to the saga's state; ignored");
             return Ok(Vec::new());
         };
-        if let Message::SeatReserved(m) = &msg.message {
-            saga.ticket_price = Some(m.ticket_price);
-            saga.ticket_currency = Some(m.ticket_currency.clone());
+        let mut charge_id = None;
+        match &msg.message {
+            Message::SeatReserved(m) if saga.ticket_price.is_none() => {
+                saga.ticket_price = Some(m.ticket_price);
+                saga.ticket_currency = Some(m.ticket_currency.clone());
+            }
+            Message::PaymentCollected(m) => charge_id = Some(m.charge_id.clone()),
+            _ => {}
         }
-        let charge_id = match &msg.message {
-            Message::PaymentCollected(m) => Some(m.charge_id.clone()),
-            _ => None,
-        };
-        let from = saga.state;
-        saga.failure = saga.failure.or(decision.failure);
-        saga.state = decision.next;
-        saga.version += 1;
-        let now = OffsetDateTime::now_utc();
-        let reference = if decision.commands.contains(&Command::PublishConfirmed) {
-            Some(new_reference(tx).await?)
-        } else {
-            None
-        };
-        sqlx::query(
-            "UPDATE booking.bookings
-                SET state = $2, version = $3, failure_reason = $4, ticket_price = $5,
-                    ticket_currency = $6, charge_id = COALESCE($7, charge_id),
-                    booking_reference = COALESCE($8, booking_reference),
-                    payment_token = CASE WHEN $9 THEN NULL ELSE payment_token END,
-                    updated_at = $10
-              WHERE id = $1",
+        apply(
+            tx,
+            &mut saga,
+            &decision,
+            &Trigger::of(msg),
+            charge_id,
+            self.deadlines,
         )
-        .bind(saga.id)
-        .bind(saga.state.as_str())
-        .bind(saga.version)
-        .bind(saga.failure.map(FailureReason::as_str))
-        .bind(saga.ticket_price)
-        .bind(&saga.ticket_currency)
-        .bind(&charge_id)
-        .bind(&reference)
-        // The card token is a secret: drop it once no step can need it.
-        .bind(saga.state.is_terminal())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        record(tx, saga.id, saga.version, Some(from), &decision, msg).await?;
-        tracing::info!(from = %from, to = %saga.state, "saga moved");
-        decision
-            .commands
-            .iter()
-            .map(|c| command_message(&saga, *c, reference.as_deref(), now))
-            .collect()
+        .await
     }
+}
+
+/// Applies a decision to a locked saga: new state, version, failure, deadline and
+/// history; returns the messages the decision sends.
+async fn apply(
+    tx: &mut PgConnection,
+    saga: &mut Saga,
+    decision: &Decision,
+    trigger: &Trigger,
+    charge_id: Option<String>,
+    deadlines: Deadlines,
+) -> Result<Vec<Message>, HandlerError> {
+    let from = saga.state;
+    let failure_before = saga.failure;
+    saga.failure = decision.failure.or(saga.failure);
+    saga.state = decision.next;
+    saga.version += 1;
+    let now = OffsetDateTime::now_utc();
+    let reference = if decision.commands.contains(&Command::PublishConfirmed) {
+        Some(new_reference(tx).await?)
+    } else {
+        None
+    };
+    sqlx::query(
+        "UPDATE booking.bookings
+            SET state = $2, version = $3, failure_reason = $4, ticket_price = $5,
+                ticket_currency = $6, charge_id = COALESCE($7, charge_id),
+                booking_reference = COALESCE($8, booking_reference),
+                payment_token = CASE WHEN $9 THEN NULL ELSE payment_token END,
+                deadline_at = CASE WHEN $11 THEN $12 ELSE deadline_at END,
+                updated_at = $10
+          WHERE id = $1",
+    )
+    .bind(saga.id)
+    .bind(saga.state.as_str())
+    .bind(saga.version)
+    .bind(saga.failure.map(FailureReason::as_str))
+    .bind(saga.ticket_price)
+    .bind(&saga.ticket_currency)
+    .bind(&charge_id)
+    .bind(&reference)
+    // The card token is a secret: drop it once no step can need it.
+    .bind(saga.state.is_terminal())
+    .bind(now)
+    // A new state gets a new deadline; a late reply handled in place does not.
+    .bind(from != saga.state)
+    .bind(deadlines.of_state(saga.state, now))
+    .execute(&mut *tx)
+    .await?;
+    record(tx, saga.id, saga.version, Some(from), decision, trigger).await?;
+    tracing::info!(from = %from, to = %saga.state, "saga moved");
+    let mut out = Vec::with_capacity(decision.commands.len());
+    for c in &decision.commands {
+        out.push(match c {
+            Command::Park => parked(tx, saga, from, failure_before, now).await?,
+            other => command_message(saga, *other, reference.as_deref(), now)?,
+        });
+    }
+    Ok(out)
+}
+
+async fn parked(
+    tx: &mut PgConnection,
+    saga: &Saga,
+    stuck_in: State,
+    original_failure: Option<FailureReason>,
+    now: OffsetDateTime,
+) -> Result<Message, HandlerError> {
+    let rows = sqlx::query(
+        "SELECT version, from_state, to_state, trigger_type, note, at
+           FROM booking.saga_history WHERE booking_id = $1 ORDER BY id",
+    )
+    .bind(saga.id)
+    .fetch_all(&mut *tx)
+    .await?;
+    let history = rows
+        .iter()
+        .map(|r| {
+            Ok(SagaStep {
+                version: r.try_get("version")?,
+                from_state: r.try_get("from_state")?,
+                to_state: r.try_get("to_state")?,
+                trigger: r.try_get("trigger_type")?,
+                note: r.try_get("note")?,
+                at: r.try_get("at")?,
+            })
+        })
+        .collect::<sqlx::Result<Vec<_>>>()?;
+    Ok(Message::BookingParked(BookingParked {
+        booking_id: saga.id,
+        customer_id: saga.customer_id.clone(),
+        outbound_flight_id: saga.flight_id,
+        stuck_in: stuck_in.as_str().to_owned(),
+        reason: FailureReason::CompensationFailed,
+        original_failure,
+        history,
+        parked_at: now,
+    }))
+}
+
+/// Sweeps sagas whose deadline has passed, every quarter of a second, until
+/// `shutdown`.
+async fn sweep_deadlines(rt: Runtime, shutdown: tokio_util::sync::CancellationToken) {
+    let steps = LocalSteps {
+        reserve_booking_fails: rt.config.fails("reserve-booking"),
+        confirm_booking_fails: rt.config.fails("confirm-booking"),
+    };
+    let deadlines = Deadlines::of(&rt.config);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+        match sweep_once(&rt.pool, steps, deadlines).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(sagas = n, "deadlines passed; compensating"),
+            Err(e) => tracing::warn!(
+                error = format!("{e:#}"),
+                "deadline sweep failed; will retry"
+            ),
+        }
+    }
+}
+
+/// Moves every saga whose deadline has passed (up to 100 at a time). Returns how
+/// many moved.
+///
+/// # Errors
+/// Database errors; nothing is committed then.
+pub async fn sweep_once(
+    pool: &sqlx::PgPool,
+    steps: LocalSteps,
+    deadlines: Deadlines,
+) -> anyhow::Result<usize> {
+    let mut tx = pool.begin().await?;
+    let sql = format!(
+        "SELECT {SAGA_COLUMNS} FROM booking.bookings
+          WHERE deadline_at <= now() AND state NOT IN ('CONFIRMED', 'FAILED')
+          ORDER BY deadline_at LIMIT 100
+          FOR UPDATE SKIP LOCKED"
+    );
+    let rows = sqlx::query(&sql).fetch_all(&mut *tx).await?;
+    let trigger = Trigger {
+        kind: "deadline".into(),
+        message_id: None,
+        attempts: 1,
+    };
+    for row in &rows {
+        let mut saga = Saga::from_row(row).map_err(anyhow::Error::from)?;
+        let Some(decision) = saga::transition(saga.state, Input::DeadlinePassed, steps) else {
+            continue;
+        };
+        let out = apply(&mut tx, &mut saga, &decision, &trigger, None, deadlines)
+            .await
+            .map_err(anyhow::Error::from)?;
+        for m in &out {
+            outbox::enqueue(&mut tx, "booking", &Cause::default(), m).await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(rows.len())
 }
 
 fn command_message(
@@ -275,6 +483,7 @@ fn command_message(
             reason: saga.failure.ok_or_else(|| missing("failure reason"))?,
             failed_at: now,
         }),
+        Command::Park => return Err(missing("park message (built with the history)")),
     })
 }
 
@@ -284,20 +493,26 @@ async fn record(
     version: i32,
     from: Option<State>,
     decision: &Decision,
-    msg: &Incoming,
+    trigger: &Trigger,
 ) -> sqlx::Result<()> {
+    let note = match (decision.failure, trigger.attempts) {
+        (Some(f), _) => format!("{} [{f}]", decision.note),
+        (None, n) if n > 1 => format!("{} (after {n} attempts)", decision.note),
+        _ => decision.note.to_owned(),
+    };
     sqlx::query(
         "INSERT INTO booking.saga_history
-             (booking_id, version, from_state, to_state, trigger_type, trigger_message_id, note)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+             (booking_id, version, from_state, to_state, trigger_type, trigger_message_id, step_attempts, note)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(booking_id)
     .bind(version)
     .bind(from.map(State::as_str))
     .bind(decision.next.as_str())
-    .bind(msg.message.message_type().to_string())
-    .bind(&msg.message_id)
-    .bind(decision.note)
+    .bind(&trigger.kind)
+    .bind(&trigger.message_id)
+    .bind(i32::try_from(trigger.attempts).unwrap_or(i32::MAX))
+    .bind(note)
     .execute(tx)
     .await?;
     Ok(())

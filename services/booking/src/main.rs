@@ -5,5 +5,6 @@ fn main() -> std::process::ExitCode {
         "booking",
         &airline_booking::MIGRATIONS,
         airline_booking::handlers,
+        airline_booking::JOBS,
     )
 }

@@ -12,10 +12,19 @@
 //! | COLLECTING_PAYMENT | payment declined   | cancel booking          | RELEASING_SEAT     | release seat     |
 //! | REFUNDING_PAYMENT  | payment refunded   | cancel booking          | RELEASING_SEAT     | release seat     |
 //! | RELEASING_SEAT     | seat released      |                         | FAILED             | booking failed   |
-//! | FAILED             | seat reserved      | (late reply)            | FAILED             | release seat     |
-//! | FAILED             | payment collected  | (late reply)            | FAILED             | refund payment   |
+//! | RESERVING_SEAT     | deadline passed    |                         | RELEASING_SEAT     | release seat     |
+//! | COLLECTING_PAYMENT | deadline passed    | cancel booking          | REFUNDING_PAYMENT  | refund payment   |
+//! | REFUNDING_PAYMENT  | deadline passed    | (compensation stuck)    | FAILED             | park, failed     |
+//! | RELEASING_SEAT     | deadline passed    | (compensation stuck)    | FAILED             | park, failed     |
+//! | REFUNDING_PAYMENT, RELEASING_SEAT, FAILED | payment collected | (late reply) | unchanged | refund payment |
+//! | RELEASING_SEAT, FAILED | seat reserved  | (late reply)            | unchanged          | release seat     |
 //!
-//! Any other pair is a duplicate or stale reply and changes nothing.
+//! Any other pair is a duplicate or stale reply and changes nothing. A timed-out
+//! step is compensated as if it had succeeded (release and refund are idempotent
+//! and safe when nothing was taken), so a reply that comes after its deadline is
+//! undone too. A compensation that itself misses its deadline parks the saga in the
+//! booking DLQ with its whole history, and the booking reads FAILED with
+//! `COMPENSATION_FAILED`.
 
 use std::fmt;
 
@@ -106,6 +115,8 @@ pub enum Input {
     PaymentRefunded,
     /// The catalog gave the seat back.
     SeatReleased,
+    /// The state's deadline passed with no reply (from the deadline sweeper).
+    DeadlinePassed,
 }
 
 /// What the saga asks for next.
@@ -123,6 +134,8 @@ pub enum Command {
     PublishConfirmed,
     /// Publish `booking.failed`.
     PublishFailed,
+    /// Publish `booking.parked` to the booking DLQ.
+    Park,
 }
 
 /// The outcomes of the saga's local steps (reserve booking, confirm booking), which
@@ -142,7 +155,8 @@ pub struct Decision {
     pub next: State,
     /// What to send.
     pub commands: Vec<Command>,
-    /// Why the booking is failing, when this transition starts the failure.
+    /// Why the booking is failing, when this transition decides it (it replaces
+    /// any reason decided before).
     pub failure: Option<FailureReason>,
     /// One line for the saga history.
     pub note: &'static str,
@@ -232,17 +246,35 @@ pub fn transition(state: State, input: Input, steps: LocalSteps) -> Option<Decis
             None,
             "seat released; booking failed",
         ),
-        (S::Failed, Input::SeatReserved) => go(
-            S::Failed,
+        (S::ReservingSeat, Input::DeadlinePassed) => go(
+            S::ReleasingSeat,
+            C::ReleaseSeat,
+            Some(FailureReason::SeatReservationTimedOut),
+            "no seat reservation before the deadline; releasing any seat taken",
+        ),
+        (S::CollectingPayment, Input::DeadlinePassed) => go(
+            S::RefundingPayment,
+            C::RefundPayment,
+            Some(FailureReason::PaymentTimedOut),
+            "no payment answer before the deadline; booking cancelled; refunding any charge",
+        ),
+        (S::RefundingPayment | S::ReleasingSeat, Input::DeadlinePassed) => Some(Decision {
+            next: S::Failed,
+            commands: vec![C::Park, C::PublishFailed],
+            failure: Some(FailureReason::CompensationFailed),
+            note: "compensation did not finish before its deadline; parked in the booking DLQ",
+        }),
+        (S::ReleasingSeat | S::Failed, Input::SeatReserved) => go(
+            state,
             C::ReleaseSeat,
             None,
-            "late seat reservation after the saga ended; releasing it",
+            "late seat reservation after the booking was cancelled; releasing it",
         ),
-        (S::Failed, Input::PaymentCollected) => go(
-            S::Failed,
+        (S::RefundingPayment | S::ReleasingSeat | S::Failed, Input::PaymentCollected) => go(
+            state,
             C::RefundPayment,
             None,
-            "late payment after the saga ended; refunding it",
+            "late payment after the booking was cancelled; refunding it",
         ),
         _ => None,
     }
@@ -272,7 +304,7 @@ mod tests {
             state = d.next;
             states.push(state);
             commands.extend(d.commands);
-            failure = failure.or(d.failure);
+            failure = d.failure.or(failure);
         }
         (states, commands, failure)
     }
@@ -395,7 +427,47 @@ mod tests {
                 OK,
                 Some((S::Failed, C::RefundPayment, None)),
             ),
+            (
+                S::ReservingSeat,
+                Input::DeadlinePassed,
+                OK,
+                Some((
+                    S::ReleasingSeat,
+                    C::ReleaseSeat,
+                    Some(FailureReason::SeatReservationTimedOut),
+                )),
+            ),
+            (
+                S::CollectingPayment,
+                Input::DeadlinePassed,
+                OK,
+                Some((
+                    S::RefundingPayment,
+                    C::RefundPayment,
+                    Some(FailureReason::PaymentTimedOut),
+                )),
+            ),
+            (
+                S::ReleasingSeat,
+                Input::SeatReserved,
+                OK,
+                Some((S::ReleasingSeat, C::ReleaseSeat, None)),
+            ),
+            (
+                S::RefundingPayment,
+                Input::PaymentCollected,
+                OK,
+                Some((S::RefundingPayment, C::RefundPayment, None)),
+            ),
+            (
+                S::ReleasingSeat,
+                Input::PaymentCollected,
+                OK,
+                Some((S::ReleasingSeat, C::RefundPayment, None)),
+            ),
             // Duplicates and stale replies change nothing.
+            (S::Confirmed, Input::DeadlinePassed, OK, None),
+            (S::Failed, Input::DeadlinePassed, OK, None),
             (S::CollectingPayment, Input::SeatReserved, OK, None),
             (S::Confirmed, Input::PaymentCollected, OK, None),
             (S::Confirmed, Input::SeatReserved, OK, None),
@@ -411,6 +483,49 @@ mod tests {
             });
             assert_eq!(got, *expected, "{state} + {input:?} with {steps:?}");
         }
+    }
+
+    #[test]
+    fn a_stuck_compensation_parks_the_saga() {
+        for stuck in [State::RefundingPayment, State::ReleasingSeat] {
+            let d = transition(stuck, Input::DeadlinePassed, OK).expect("a decision");
+            assert_eq!(d.next, State::Failed);
+            assert_eq!(d.commands, [Command::Park, Command::PublishFailed]);
+            assert_eq!(d.failure, Some(FailureReason::CompensationFailed));
+        }
+    }
+
+    #[test]
+    fn a_payment_that_times_out_is_refunded_even_when_it_comes_late() {
+        let (states, commands, failure) = run(
+            OK,
+            &[
+                Input::SeatReserved,
+                Input::DeadlinePassed,
+                Input::PaymentCollected,
+                Input::PaymentRefunded,
+                Input::SeatReleased,
+            ],
+        );
+        assert_eq!(
+            states,
+            [
+                State::ReservingSeat,
+                State::CollectingPayment,
+                State::RefundingPayment,
+                State::RefundingPayment,
+                State::ReleasingSeat,
+                State::Failed
+            ]
+        );
+        assert_eq!(
+            commands
+                .iter()
+                .filter(|c| **c == Command::RefundPayment)
+                .count(),
+            2
+        );
+        assert_eq!(failure, Some(FailureReason::PaymentTimedOut));
     }
 
     #[test]

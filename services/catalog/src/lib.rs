@@ -25,7 +25,9 @@ pub fn handlers(rt: &Runtime) -> Handlers {
         .map(|q| {
             let handler: Arc<dyn airline_runtime::Handler> = match q.name {
                 "flight.reserve-seat" => Arc::new(seats::ReserveSeatHandler { fail: fail_reserve }),
-                _ => Arc::new(seats::ReleaseSeatHandler),
+                _ => Arc::new(seats::ReleaseSeatHandler {
+                    fail: rt.config.fails("release-seat"),
+                }),
             };
             (q, handler)
         })

@@ -5,5 +5,6 @@ fn main() -> std::process::ExitCode {
         "catalog",
         &airline_catalog::MIGRATIONS,
         airline_catalog::handlers,
+        &[],
     )
 }

@@ -158,8 +158,14 @@ async fn answer_again(
             };
             Ok(vec![reply(cmd, Err(reason))])
         }
-        other => Err(HandlerError::Rejected(format!(
-            "booking {} asked for a seat again after its seat was {other}",
+        // Released (or released before any reservation came, after the saga gave
+        // up waiting): a reservation arriving now must not take a seat.
+        "released" => Ok(vec![reply(
+            cmd,
+            Err(SeatUnavailableReason::ReservationFailed),
+        )]),
+        other => Err(HandlerError::Unexpected(anyhow::anyhow!(
+            "seat reservation of booking {} is {other}",
             cmd.booking_id
         ))),
     }
@@ -167,7 +173,10 @@ async fn answer_again(
 
 /// Releases the booking's seat, once: `seats_left + 1` only if the booking held one.
 #[derive(Debug, Clone, Copy)]
-pub struct ReleaseSeatHandler;
+pub struct ReleaseSeatHandler {
+    /// Fault injection: every release fails transiently.
+    pub fail: bool,
+}
 
 #[async_trait]
 impl Handler for ReleaseSeatHandler {
@@ -186,6 +195,25 @@ impl Handler for ReleaseSeatHandler {
 }
 
 async fn release(tx: &mut PgConnection, cmd: &ReleaseSeat) -> sqlx::Result<Message> {
+    // A release that comes before any reservation (the saga timed out waiting for
+    // it) leaves a tombstone, so that the reservation, if it comes later, is refused.
+    let tombstone = sqlx::query(
+        "INSERT INTO catalog.seat_reservations (booking_id, flight_id, status, released_at)
+         VALUES ($1, $2, 'released', now()) ON CONFLICT (booking_id) DO NOTHING",
+    )
+    .bind(cmd.booking_id)
+    .bind(cmd.flight_id)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if tombstone {
+        return Ok(Message::SeatReleased(SeatReleased {
+            booking_id: cmd.booking_id,
+            flight_id: cmd.flight_id,
+            released: false,
+        }));
+    }
     let held = sqlx::query(
         "UPDATE catalog.seat_reservations SET status = 'released', released_at = now()
           WHERE booking_id = $1 AND status = 'reserved'

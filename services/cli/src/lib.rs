@@ -3,7 +3,7 @@
 //! and the integration tests).
 
 use airline_runtime::Runtime;
-use airline_runtime::service::run_worker;
+use airline_runtime::service::{HandlersFn, JobFn, run_worker};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -45,16 +45,17 @@ pub async fn run_all(
         let (rt, shutdown) = (rt.clone(), shutdown.clone());
         services.spawn(async move { airline_gateway::run(&rt, listener, shutdown).await });
     }
-    let workers: [(&'static str, airline_runtime::service::HandlersFn); 5] = [
-        ("catalog", airline_catalog::handlers),
-        ("booking", airline_booking::handlers),
-        ("payment", airline_payment::handlers),
-        ("loyalty", airline_loyalty::handlers),
-        ("notify", airline_notify::handlers),
+    let workers: [(&'static str, HandlersFn, &'static [JobFn]); 5] = [
+        ("catalog", airline_catalog::handlers, &[]),
+        ("booking", airline_booking::handlers, airline_booking::JOBS),
+        ("payment", airline_payment::handlers, &[]),
+        ("loyalty", airline_loyalty::handlers, &[]),
+        ("notify", airline_notify::handlers, &[]),
     ];
-    for (service, handlers) in workers {
+    for (service, handlers, jobs) in workers {
         let (rt, shutdown) = (rt.clone(), shutdown.clone());
-        services.spawn(async move { run_worker(&rt, service, handlers(&rt), shutdown).await });
+        services
+            .spawn(async move { run_worker(&rt, service, handlers(&rt), jobs, shutdown).await });
     }
     let mut result = Ok(());
     while let Some(joined) = services.join_next().await {

@@ -5,5 +5,6 @@ fn main() -> std::process::ExitCode {
         "loyalty",
         &airline_loyalty::MIGRATIONS,
         airline_loyalty::handlers,
+        &[],
     )
 }

@@ -5,5 +5,6 @@ fn main() -> std::process::ExitCode {
         "notify",
         &airline_notify::MIGRATIONS,
         airline_notify::handlers,
+        &[],
     )
 }

@@ -1,10 +1,12 @@
 -- At most one charge and one refund per booking, whatever the message ids.
 CREATE TABLE payment.payments (
     booking_id   uuid        PRIMARY KEY,
-    customer_id  text        NOT NULL,
-    status       text        NOT NULL CHECK (status IN ('pending', 'captured', 'declined', 'refunded')),
+    customer_id  text,
+    -- 'cancelled': a refund came before any collect (the saga gave up waiting), so
+    -- a collect arriving later must not charge.
+    status       text        NOT NULL CHECK (status IN ('pending', 'captured', 'declined', 'refunded', 'cancelled')),
     amount       bigint      NOT NULL CHECK (amount >= 0),
-    currency     text        NOT NULL,
+    currency     text,
     charge_id    text,
     receipt_url  text,
     decline_code text,

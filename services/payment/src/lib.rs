@@ -26,9 +26,17 @@ pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 /// The payment service's consumers, with the simulated provider.
 #[must_use]
 pub fn handlers(rt: &Runtime) -> Handlers {
+    let c = &rt.config;
+    // tok_timeout answers well after the saga has given up waiting.
+    let timeout_delay = c.payment_deadline.saturating_mul(2);
     let handler = Arc::new(Payments {
-        provider: Arc::new(SimulatedProvider),
-        fail_collect: rt.config.fails("collect-payment"),
+        provider: Arc::new(SimulatedProvider::new(
+            c.payment_latency,
+            c.payment_failure_rate,
+            timeout_delay,
+        )),
+        fail_collect: c.fails("collect-payment"),
+        fail_refund: c.fails("refund-payment"),
     });
     queues_of("payment")
         .map(|q| (q, Arc::clone(&handler) as Arc<dyn Handler>))
@@ -42,6 +50,8 @@ pub struct Payments {
     pub provider: Arc<dyn PaymentProvider>,
     /// Fault injection: every collect fails as `PAYMENT_FAILED`.
     pub fail_collect: bool,
+    /// Fault injection: every refund fails transiently.
+    pub fail_refund: bool,
 }
 
 #[async_trait]
@@ -52,7 +62,9 @@ impl Handler for Payments {
         msg: &Incoming,
     ) -> Result<Vec<Message>, HandlerError> {
         match &msg.message {
-            Message::CollectPayment(cmd) => self.collect(tx, cmd).await.map(|m| vec![m]),
+            Message::CollectPayment(cmd) => {
+                self.collect(tx, cmd, msg.attempt).await.map(|m| vec![m])
+            }
             Message::RefundPayment(cmd) => self.refund(tx, cmd).await.map(|m| vec![m]),
             _ => Err(HandlerError::Rejected(
                 "expected payment.collect or payment.refund".into(),
@@ -66,6 +78,7 @@ impl Payments {
         &self,
         tx: &mut PgConnection,
         cmd: &CollectPayment,
+        attempt: u32,
     ) -> Result<Message, HandlerError> {
         if cmd.amount <= 0 {
             return Err(HandlerError::Rejected(format!(
@@ -102,8 +115,9 @@ impl Payments {
                 Err(ProviderError::Declined { code }) => {
                     Err((code, FailureReason::PaymentDeclined))
                 }
+                // Retried on the broker; the claimed row rolls back with the rest.
                 Err(e @ ProviderError::Unavailable(_)) => {
-                    return Err(HandlerError::Unexpected(e.into()));
+                    return Err(HandlerError::Transient(e.into()));
                 }
             }
         };
@@ -118,7 +132,12 @@ impl Payments {
                 .bind(&charge.receipt_url)
                 .execute(&mut *tx)
                 .await?;
-                Ok(collected(cmd, charge.charge_id, charge.receipt_url))
+                Ok(collected(
+                    cmd,
+                    charge.charge_id,
+                    charge.receipt_url,
+                    attempt,
+                ))
             }
             Err((code, reason)) => {
                 sqlx::query(
@@ -156,6 +175,13 @@ impl Payments {
                     .unwrap_or_default(),
                 row.try_get::<Option<String>, _>("receipt_url")?
                     .unwrap_or_default(),
+                1,
+            )),
+            // The booking was cancelled before any charge: never charge it now.
+            "cancelled" => Ok(declined(
+                cmd,
+                "cancelled".into(),
+                FailureReason::PaymentFailed,
             )),
             "declined" => {
                 let reason = row
@@ -180,6 +206,11 @@ impl Payments {
         tx: &mut PgConnection,
         cmd: &RefundPayment,
     ) -> Result<Message, HandlerError> {
+        if self.fail_refund {
+            return Err(HandlerError::Transient(anyhow::anyhow!(
+                "refund-payment fault injected"
+            )));
+        }
         let claimed = sqlx::query(
             "INSERT INTO payment.refunds (booking_id, amount) VALUES ($1, 0) ON CONFLICT (booking_id) DO NOTHING",
         )
@@ -200,6 +231,16 @@ impl Payments {
                 amount: row.try_get("amount")?,
             }));
         }
+        // Claim the booking's payment row too: a collect in flight holds it, so this
+        // waits for its outcome; with no collect yet, it leaves a 'cancelled'
+        // tombstone that stops a later collect from charging.
+        sqlx::query(
+            "INSERT INTO payment.payments (booking_id, status, amount) VALUES ($1, 'cancelled', 0)
+             ON CONFLICT (booking_id) DO NOTHING",
+        )
+        .bind(cmd.booking_id)
+        .execute(&mut *tx)
+        .await?;
         let payment = sqlx::query(
             "SELECT charge_id, amount FROM payment.payments
               WHERE booking_id = $1 AND status = 'captured' FOR UPDATE",
@@ -216,7 +257,7 @@ impl Payments {
                     .provider
                     .refund(&charge_id, amount)
                     .await
-                    .map_err(|e| HandlerError::Unexpected(e.into()))?;
+                    .map_err(|e| HandlerError::Transient(e.into()))?;
                 sqlx::query(
                     "UPDATE payment.payments SET status = 'refunded', updated_at = now() WHERE booking_id = $1",
                 )
@@ -241,13 +282,19 @@ impl Payments {
     }
 }
 
-fn collected(cmd: &CollectPayment, charge_id: String, receipt_url: String) -> Message {
+fn collected(
+    cmd: &CollectPayment,
+    charge_id: String,
+    receipt_url: String,
+    attempts: u32,
+) -> Message {
     Message::PaymentCollected(PaymentCollected {
         booking_id: cmd.booking_id,
         charge_id,
         amount: cmd.amount,
         currency: cmd.currency.clone(),
         receipt_url,
+        attempts,
     })
 }
 

@@ -5,5 +5,6 @@ fn main() -> std::process::ExitCode {
         "payment",
         &airline_payment::MIGRATIONS,
         airline_payment::handlers,
+        &[],
     )
 }

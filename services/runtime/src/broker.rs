@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use airline_contracts::topology::{
-    COMMANDS_EXCHANGE, DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE, QUEUES, exchange_of,
+    COMMANDS_EXCHANGE, DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE, PARKING, QUEUES, exchange_of,
 };
-use airline_contracts::{Message, Names};
+use airline_contracts::{Message, Names, QueueSpec};
 use anyhow::Context as _;
 use backon::{ExponentialBuilder, Retryable};
 use lapin::options::{
@@ -16,7 +16,8 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 
-use crate::config::redact_url;
+use crate::config::{Config, redact_url};
+use crate::retry;
 
 /// How many times the broker redelivers a message whose consumer died before the
 /// message is dead-lettered by the broker itself (a message that crashes its
@@ -109,7 +110,11 @@ fn text(s: &str) -> AMQPValue {
 ///
 /// # Errors
 /// When the broker refuses a declaration, e.g. a queue exists with other arguments.
-pub async fn declare_topology(channel: &Channel, names: &Names) -> anyhow::Result<()> {
+pub async fn declare_topology(
+    channel: &Channel,
+    names: &Names,
+    config: &Config,
+) -> anyhow::Result<()> {
     let durable = ExchangeDeclareOptions {
         durable: true,
         ..ExchangeDeclareOptions::default()
@@ -136,6 +141,35 @@ pub async fn declare_topology(channel: &Channel, names: &Names) -> anyhow::Resul
     let dlx = names.resolve(DEAD_LETTER_EXCHANGE);
     for queue in QUEUES {
         let name = names.resolve(queue.name);
+        if queue.consumer == PARKING {
+            // A parking queue (the booking DLQ): read by operators, never consumed
+            // by a service, so it has no dead-letter queue and no retries of its own.
+            channel
+                .queue_declare(
+                    name.clone().into(),
+                    queue_options,
+                    table(&[("x-queue-type", text("quorum"))]),
+                )
+                .await
+                .with_context(|| format!("declaring queue {name}"))?;
+            bind_messages(channel, names, queue, &name).await?;
+            continue;
+        }
+        for delay in config.retry_for(queue.name).tiers() {
+            let tier = retry::tier_queue(&name, delay);
+            // Expired messages go back to the work queue through the default exchange.
+            let args = table(&[
+                ("x-queue-type", text("quorum")),
+                ("x-dead-letter-exchange", text("")),
+                ("x-dead-letter-routing-key", text(&name)),
+                ("x-dead-letter-strategy", text("at-least-once")),
+                ("x-overflow", text("reject-publish")),
+            ]);
+            channel
+                .queue_declare(tier.clone().into(), queue_options, args)
+                .await
+                .with_context(|| format!("declaring queue {tier}"))?;
+        }
         let dlq = names.dlq(queue.name);
         channel
             .queue_declare(
@@ -166,20 +200,52 @@ pub async fn declare_topology(channel: &Channel, names: &Names) -> anyhow::Resul
             .queue_declare(name.clone().into(), queue_options, args)
             .await
             .with_context(|| format!("declaring queue {name}"))?;
-        for t in queue.message_types() {
-            channel
-                .queue_bind(
-                    name.clone().into(),
-                    names.resolve(exchange_of(t.kind)).into(),
-                    t.name.into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-                .with_context(|| format!("binding {name} to {}", t.name))?;
-        }
+        bind_messages(channel, names, queue, &name).await?;
     }
     Ok(())
+}
+
+async fn bind_messages(
+    channel: &Channel,
+    names: &Names,
+    queue: &QueueSpec,
+    name: &str,
+) -> anyhow::Result<()> {
+    for t in queue.message_types() {
+        channel
+            .queue_bind(
+                name.into(),
+                names.resolve(exchange_of(t.kind)).into(),
+                t.name.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .with_context(|| format!("binding {name} to {}", t.name))?;
+    }
+    Ok(())
+}
+
+/// Every queue [`declare_topology`] declares, by broker name (for tools and tests
+/// that remove a namespace).
+#[must_use]
+pub fn declared_queues(names: &Names, config: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    for queue in QUEUES {
+        let name = names.resolve(queue.name);
+        if queue.consumer != PARKING {
+            out.push(names.dlq(queue.name));
+            out.extend(
+                config
+                    .retry_for(queue.name)
+                    .tiers()
+                    .into_iter()
+                    .map(|d| retry::tier_queue(&name, d)),
+            );
+        }
+        out.push(name);
+    }
+    out
 }
 
 /// One message ready to go on the wire.

@@ -1,18 +1,28 @@
 //! Configuration from environment variables, with safe local defaults.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::str::FromStr;
+use std::time::Duration;
 
+use airline_contracts::QUEUES;
 use airline_contracts::topology::DEFAULT_PREFIX;
+
+use crate::retry::RetryPolicy;
 
 /// The saga steps a fault can be injected into (`AIRLINE_FAULT_STEPS`), so that each
 /// compensation chain can be run end to end. Off by default.
+///
+/// The four forward steps fail as a business outcome (the saga compensates); the two
+/// compensation steps fail transiently on every try (their retries run out, and the
+/// saga is parked when its deadline passes).
 pub const FAULT_STEPS: &[&str] = &[
     "reserve-seat",
     "reserve-booking",
     "collect-payment",
     "confirm-booking",
+    "refund-payment",
+    "release-seat",
 ];
 
 /// Everything a service reads from its environment. `Debug` hides the passwords.
@@ -35,6 +45,20 @@ pub struct Config {
     pub outbox_batch: i64,
     /// `AIRLINE_FAULT_STEPS`: comma-separated saga steps that fail on purpose.
     pub fault_steps: BTreeSet<String>,
+    /// `AIRLINE_RETRY` (`attempts=4,base=1s,cap=30s`): how every queue retries.
+    pub retry: RetryPolicy,
+    /// `AIRLINE_RETRY_<QUEUE>` (queue name in upper snake case, e.g.
+    /// `AIRLINE_RETRY_PAYMENT_COLLECT`): a queue's own policy.
+    pub retry_overrides: BTreeMap<String, RetryPolicy>,
+    /// `AIRLINE_STEP_DEADLINE`: how long the saga waits for a seat step.
+    pub step_deadline: Duration,
+    /// `AIRLINE_PAYMENT_DEADLINE`: how long the saga waits for a payment step.
+    pub payment_deadline: Duration,
+    /// `AIRLINE_PAYMENT_LATENCY`: simulated provider latency per call.
+    pub payment_latency: Duration,
+    /// `AIRLINE_PAYMENT_FAILURE_RATE`: share (0 to 1) of simulated provider calls
+    /// that fail transiently.
+    pub payment_failure_rate: f64,
 }
 
 impl std::fmt::Debug for Config {
@@ -48,6 +72,12 @@ impl std::fmt::Debug for Config {
             .field("db_pool", &self.db_pool)
             .field("outbox_batch", &self.outbox_batch)
             .field("fault_steps", &self.fault_steps)
+            .field("retry", &self.retry)
+            .field("retry_overrides", &self.retry_overrides)
+            .field("step_deadline", &self.step_deadline)
+            .field("payment_deadline", &self.payment_deadline)
+            .field("payment_latency", &self.payment_latency)
+            .field("payment_failure_rate", &self.payment_failure_rate)
             .finish()
     }
 }
@@ -56,7 +86,7 @@ impl std::fmt::Debug for Config {
 #[derive(Debug, thiserror::Error)]
 #[error("{name}={value:?} is not valid: {reason}")]
 pub struct ConfigError {
-    name: &'static str,
+    name: String,
     value: String,
     reason: String,
 }
@@ -72,6 +102,12 @@ impl Default for Config {
             db_pool: 20,
             outbox_batch: 200,
             fault_steps: BTreeSet::new(),
+            retry: RetryPolicy::default(),
+            retry_overrides: BTreeMap::new(),
+            step_deadline: Duration::from_secs(10),
+            payment_deadline: Duration::from_secs(30),
+            payment_latency: Duration::ZERO,
+            payment_failure_rate: 0.0,
         }
     }
 }
@@ -164,7 +200,50 @@ impl Config {
                 config.fault_steps.insert(step.to_owned());
             }
         }
+        if let Some(v) = lookup("AIRLINE_RETRY") {
+            config.retry = RetryPolicy::parse(&v, config.retry)
+                .map_err(|e| invalid("AIRLINE_RETRY", &v, &e))?;
+        }
+        for queue in QUEUES {
+            let name = retry_variable(queue.name);
+            if let Some(v) = lookup(&name) {
+                let policy = RetryPolicy::parse(&v, config.retry)
+                    .map_err(|e| invalid_owned(&name, &v, &e))?;
+                config.retry_overrides.insert(queue.name.to_owned(), policy);
+            }
+        }
+        for (name, slot) in [
+            ("AIRLINE_STEP_DEADLINE", &mut config.step_deadline),
+            ("AIRLINE_PAYMENT_DEADLINE", &mut config.payment_deadline),
+            ("AIRLINE_PAYMENT_LATENCY", &mut config.payment_latency),
+        ] {
+            if let Some(v) = lookup(name) {
+                *slot = crate::retry::parse_duration(&v).map_err(|e| invalid(name, &v, &e))?;
+            }
+        }
+        if let Some(v) = lookup("AIRLINE_PAYMENT_FAILURE_RATE") {
+            config.payment_failure_rate = v
+                .parse()
+                .ok()
+                .filter(|r: &f64| (0.0..=1.0).contains(r))
+                .ok_or_else(|| {
+                    invalid(
+                        "AIRLINE_PAYMENT_FAILURE_RATE",
+                        &v,
+                        "expected a number from 0 to 1",
+                    )
+                })?;
+        }
         Ok(config)
+    }
+
+    /// The retry policy of a queue (logical name).
+    #[must_use]
+    pub fn retry_for(&self, queue: &str) -> RetryPolicy {
+        self.retry_overrides
+            .get(queue)
+            .copied()
+            .unwrap_or(self.retry)
     }
 
     /// Whether a fault is injected into `step` (one of [`FAULT_STEPS`]).
@@ -175,11 +254,32 @@ impl Config {
 }
 
 fn invalid(name: &'static str, value: &str, reason: &str) -> ConfigError {
+    invalid_owned(name, value, reason)
+}
+
+fn invalid_owned(name: &str, value: &str, reason: &str) -> ConfigError {
     ConfigError {
-        name,
+        name: name.to_owned(),
         value: value.to_owned(),
         reason: reason.to_owned(),
     }
+}
+
+/// The variable that sets a queue's own retry policy: `payment.collect` →
+/// `AIRLINE_RETRY_PAYMENT_COLLECT`.
+#[must_use]
+pub fn retry_variable(queue: &str) -> String {
+    let upper: String = queue
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("AIRLINE_RETRY_{upper}")
 }
 
 fn parse_into<T: FromStr>(
@@ -255,6 +355,31 @@ mod tests {
         assert!(
             c.fails("confirm-booking") && c.fails("reserve-seat") && !c.fails("collect-payment")
         );
+    }
+
+    #[test]
+    fn retry_policies_per_queue() {
+        let c = from(&[
+            ("AIRLINE_RETRY", "attempts=3"),
+            ("AIRLINE_RETRY_PAYMENT_COLLECT", "attempts=6,base=200ms"),
+        ])
+        .expect("valid");
+        assert_eq!(c.retry_for("flight.reserve-seat").attempts, 3);
+        let collect = c.retry_for("payment.collect");
+        assert_eq!(
+            (collect.attempts, collect.base),
+            (6, Duration::from_millis(200))
+        );
+        let err = from(&[("AIRLINE_RETRY_PAYMENT_COLLECT", "attempts=x")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("AIRLINE_RETRY_PAYMENT_COLLECT="), "{err}");
+        let err = from(&[("AIRLINE_PAYMENT_FAILURE_RATE", "2")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("AIRLINE_PAYMENT_FAILURE_RATE"), "{err}");
+        let c = from(&[("AIRLINE_PAYMENT_DEADLINE", "3s")]).expect("valid");
+        assert_eq!(c.payment_deadline, Duration::from_secs(3));
     }
 
     #[test]

@@ -26,6 +26,7 @@ use tracing::Instrument as _;
 
 use crate::broker::{Envelope, Publisher};
 use crate::outbox::{self, Cause, RelaySignal};
+use crate::retry::{self, RetryPolicy};
 
 /// The largest body a consumer will try to decode; larger ones are dead-lettered.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
@@ -39,6 +40,8 @@ pub struct Incoming {
     pub message: Message,
     /// The W3C traceparent header, if any.
     pub traceparent: Option<String>,
+    /// Which delivery attempt this is: 1, then one more after each failure.
+    pub attempt: u32,
 }
 
 impl Incoming {
@@ -52,17 +55,40 @@ impl Incoming {
     }
 }
 
-/// Why a handler did not handle a message.
+/// Why a handler did not handle a message: permanent (dead-lettered at once) or
+/// transient (retried after a delay on the broker, then dead-lettered).
 #[derive(Debug, thiserror::Error)]
 pub enum HandlerError {
-    /// The message is valid but cannot be acted on (it refers to nothing, or
-    /// contradicts the state): retrying would not help. Dead-lettered.
+    /// Permanent: the message is valid but cannot be acted on (it refers to
+    /// nothing, or contradicts the state); retrying would not help.
     #[error("{0}")]
     Rejected(String),
-    /// Anything else. Dead-lettered, unless it is the database being unreachable,
-    /// in which case the delivery is held and retried until the database answers.
+    /// Transient: a dependency failed in a way that may pass (a provider error
+    /// marked retryable, a timeout).
+    #[error("{0:#}")]
+    Transient(anyhow::Error),
+    /// Anything else, retried like a transient error. When it is the database being
+    /// unreachable, the delivery is held and retried until the database answers.
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
+}
+
+impl HandlerError {
+    /// The `x-error-kind` of this error.
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Rejected(_) => "rejected",
+            Self::Transient(_) => "transient",
+            Self::Unexpected(_) => "unexpected",
+        }
+    }
+
+    /// Whether retrying may help.
+    #[must_use]
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, Self::Rejected(_))
+    }
 }
 
 impl From<sqlx::Error> for HandlerError {
@@ -170,6 +196,8 @@ pub struct ConsumerContext {
     pub service: &'static str,
     /// Deliveries in flight at once.
     pub prefetch: u16,
+    /// The configuration, for retry policies.
+    pub config: crate::Config,
     /// Wakes the service's outbox relay.
     pub relay: RelaySignal,
 }
@@ -214,6 +242,7 @@ pub async fn run_consumer(
     tracing::info!(queue = %queue_name, service = ctx.service, "consuming");
     let tracker = TaskTracker::new();
     let worker = Arc::new(QueueWorker {
+        retry: ctx.config.retry_for(queue.name),
         consumer_key: format!("{}:{}", ctx.service, queue.name),
         queue_name: queue_name.clone(),
         dead_letters: dead_letters.clone(),
@@ -271,6 +300,32 @@ impl Failure {
     }
 }
 
+fn header_text(headers: Option<&FieldTable>, key: &str) -> Option<String> {
+    match headers?.inner().get(key)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        _ => None,
+    }
+}
+
+fn header_int(headers: Option<&FieldTable>, key: &str) -> Option<i64> {
+    match headers?.inner().get(key)? {
+        AMQPValue::LongLongInt(n) => Some(*n),
+        AMQPValue::LongInt(n) => Some(i64::from(*n)),
+        AMQPValue::LongUInt(n) => Some(i64::from(*n)),
+        AMQPValue::ShortInt(n) => Some(i64::from(*n)),
+        AMQPValue::ShortShortInt(n) => Some(i64::from(*n)),
+        _ => None,
+    }
+}
+
+/// Failures recorded on a delivery by earlier attempts (`x-attempts`).
+fn previous_failures(delivery: &Delivery) -> u32 {
+    header_int(delivery.properties.headers().as_ref(), "x-attempts")
+        .and_then(|n| u32::try_from(n).ok())
+        .unwrap_or(0)
+}
+
 fn decode(queue: &QueueSpec, delivery: &Delivery) -> Result<Incoming, Failure> {
     let props = &delivery.properties;
     if delivery.data.len() > MAX_BODY_BYTES {
@@ -313,20 +368,11 @@ fn decode(queue: &QueueSpec, delivery: &Delivery) -> Result<Incoming, Failure> {
         f.booking_id = Some(message.booking_id().to_string());
         return Err(f);
     }
-    let traceparent = props
-        .headers()
-        .as_ref()
-        .and_then(|h| match h.inner().get("traceparent") {
-            Some(AMQPValue::LongString(s)) => {
-                Some(String::from_utf8_lossy(s.as_bytes()).into_owned())
-            }
-            Some(AMQPValue::ShortString(s)) => Some(s.as_str().to_owned()),
-            _ => None,
-        });
     Ok(Incoming {
         message_id,
         message,
-        traceparent,
+        traceparent: header_text(props.headers().as_ref(), "traceparent"),
+        attempt: previous_failures(delivery) + 1,
     })
 }
 
@@ -339,89 +385,228 @@ struct QueueWorker {
     handler: Arc<dyn Handler>,
     dead_letters: Publisher,
     shutdown: CancellationToken,
+    retry: RetryPolicy,
 }
 
 impl QueueWorker {
     async fn on_delivery(&self, delivery: Delivery) {
-        let Self {
-            ctx,
-            queue,
-            queue_name,
-            consumer_key,
-            handler,
-            dead_letters,
-            shutdown,
-        } = self;
-        let handler = handler.as_ref();
-        let incoming = match decode(queue, &delivery) {
+        let incoming = match decode(self.queue, &delivery) {
             Ok(incoming) => incoming,
             Err(failure) => {
-                tracing::warn!(queue = %queue_name, kind = %failure.kind, error = %failure.text, "dead-lettering an undecodable message");
-                dead_letter(ctx, queue_name, dead_letters, &delivery, &failure).await;
+                tracing::warn!(
+                    queue = %self.queue_name,
+                    kind = %failure.kind,
+                    error = %failure.text,
+                    "dead-lettering an undecodable message"
+                );
+                self.dead_letter(&delivery, &failure).await;
                 return;
             }
         };
         let span = tracing::info_span!(
             "handle",
             messaging.system = "rabbitmq",
-            messaging.destination.name = %queue_name,
+            messaging.destination.name = %self.queue_name,
             messaging.message.id = %incoming.message_id,
             message_type = %incoming.message.message_type(),
             booking_id = %incoming.message.booking_id(),
+            attempt = incoming.attempt,
         );
         async {
+            let result = self.process_patiently(&incoming).await;
+            self.settle(&delivery, &incoming, result).await;
+        }
+        .instrument(span)
+        .await;
+    }
+
+    /// Processes the message; while the database is unreachable, holds the
+    /// delivery (unacked) and tries again, since requeueing would count against the
+    /// queue's delivery limit.
+    async fn process_patiently(&self, incoming: &Incoming) -> Result<Outcome, HandlerError> {
         let mut waited = Duration::ZERO;
-        let result = loop {
-            let result = process(&ctx.pool, consumer_key, ctx.service, handler, &incoming).await;
+        loop {
+            let result = process(
+                &self.ctx.pool,
+                &self.consumer_key,
+                self.ctx.service,
+                self.handler.as_ref(),
+                incoming,
+            )
+            .await;
             match &result {
-                // Hold the delivery (unacked) and try again until the database is
-                // back: requeueing would count against the queue's delivery limit.
-                Err(e) if is_unavailable(e) && !shutdown.is_cancelled() => {
-                    let pause = Duration::from_millis(250).max(waited / 2).min(Duration::from_secs(5));
-                    tracing::warn!(error = format!("{e:#}"), retry_in_ms = pause.as_millis(), "database unavailable; holding the delivery");
+                Err(e) if is_unavailable(e) && !self.shutdown.is_cancelled() => {
+                    let pause =
+                        (waited / 2).clamp(Duration::from_millis(250), Duration::from_secs(5));
+                    tracing::warn!(
+                        error = format!("{e:#}"),
+                        retry_in_ms = pause.as_millis(),
+                        "database unavailable; holding the delivery"
+                    );
                     tokio::select! {
                         () = tokio::time::sleep(pause) => {},
-                        () = shutdown.cancelled() => {},
+                        () = self.shutdown.cancelled() => {},
                     }
                     waited += pause;
                 }
-                _ => break result,
+                _ => return result,
             }
-        };
-        match result {
+        }
+    }
+
+    /// Acks, retries later or dead-letters the delivery according to the result.
+    async fn settle(
+        &self,
+        delivery: &Delivery,
+        incoming: &Incoming,
+        result: Result<Outcome, HandlerError>,
+    ) {
+        let e = match result {
             Ok(outcome) => {
                 if matches!(outcome, Outcome::Handled(n) if n > 0) {
-                    ctx.relay.notify_one();
+                    self.ctx.relay.notify_one();
                 }
                 if outcome == Outcome::Duplicate {
                     tracing::info!("duplicate delivery ignored");
                 }
-                ack(&delivery).await;
+                ack(delivery).await;
+                return;
             }
-            Err(e) if is_unavailable(&e) => {
-                // Shutting down while the database is away: give the delivery back.
+            Err(e) => e,
+        };
+        if is_unavailable(&e) {
+            // Shutting down while the database is away: give the delivery back.
+            let _ = delivery
+                .acker
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..BasicNackOptions::default()
+                })
+                .await;
+            return;
+        }
+        let mut failure = Failure::new(e.kind(), format!("{e:#}"));
+        failure.booking_id = Some(incoming.message.booking_id().to_string());
+        let failures = incoming.attempt;
+        if !e.is_permanent() && self.retry.may_retry(failures) {
+            let delay = self.retry.delay(failures);
+            tracing::warn!(
+                kind = e.kind(),
+                delay_ms = delay.as_millis(),
+                error = %failure.text,
+                "handler failed; retrying later"
+            );
+            self.schedule_retry(delivery, &failure, delay).await;
+            return;
+        }
+        if !e.is_permanent() {
+            failure.kind = "retries-exhausted".into();
+            failure.text = format!("gave up after {failures} attempts: {}", failure.text);
+        }
+        tracing::warn!(kind = %failure.kind, error = %failure.text, "dead-lettering");
+        self.dead_letter(delivery, &failure).await;
+    }
+
+    /// Parks the delivery in its queue's retry tier for `delay` (with jitter), then
+    /// acks it. If it cannot be parked, it goes back to the queue.
+    async fn schedule_retry(&self, delivery: &Delivery, failure: &Failure, delay: Duration) {
+        let wait = retry::jittered(delay, fastrand::f64());
+        let envelope = Envelope {
+            exchange: String::new(),
+            routing_key: retry::tier_queue(&self.queue_name, delay),
+            properties: delivery
+                .properties
+                .clone()
+                .with_headers(self.failure_headers(delivery, failure))
+                .with_expiration(wait.as_millis().to_string().into()),
+            body: delivery.data.clone(),
+        };
+        self.publish_then_ack(delivery, &envelope, true).await;
+    }
+
+    /// Publishes a copy of the delivery, body untouched, to the queue's dead-letter
+    /// queue with the reason in its headers, then acks the original. If the copy
+    /// cannot be published, the original is rejected so that the broker
+    /// dead-letters it itself (without the reason, but not lost).
+    async fn dead_letter(&self, delivery: &Delivery, failure: &Failure) {
+        let envelope = Envelope {
+            exchange: self.ctx.names.resolve(DEAD_LETTER_EXCHANGE),
+            routing_key: self.queue_name.clone(),
+            properties: delivery
+                .properties
+                .clone()
+                .with_headers(self.failure_headers(delivery, failure)),
+            body: delivery.data.clone(),
+        };
+        self.publish_then_ack(delivery, &envelope, false).await;
+    }
+
+    async fn publish_then_ack(
+        &self,
+        delivery: &Delivery,
+        envelope: &Envelope,
+        requeue_on_failure: bool,
+    ) {
+        match self
+            .dead_letters
+            .publish_all(std::slice::from_ref(envelope))
+            .await
+        {
+            Ok(()) => ack(delivery).await,
+            Err(e) => {
+                tracing::error!(
+                    error = format!("{e:#}"),
+                    to = %envelope.routing_key,
+                    requeue = requeue_on_failure,
+                    "could not move the delivery; handing it back to the broker"
+                );
                 let _ = delivery
                     .acker
                     .nack(BasicNackOptions {
-                        requeue: true,
+                        requeue: requeue_on_failure,
                         ..BasicNackOptions::default()
                     })
                     .await;
             }
-            Err(e) => {
-                let kind = match e {
-                    HandlerError::Rejected(_) => "rejected",
-                    HandlerError::Unexpected(_) => "handler-error",
-                };
-                let mut failure = Failure::new(kind, format!("{e:#}"));
-                failure.booking_id = Some(incoming.message.booking_id().to_string());
-                tracing::warn!(kind, error = %failure.text, "dead-lettering a message its handler refused");
-                dead_letter(ctx, queue_name, dead_letters, &delivery, &failure).await;
-            }
         }
     }
-    .instrument(span)
-    .await;
+
+    /// The delivery's headers with this failure recorded: `x-attempts` one more,
+    /// `x-first-failure-at` kept from the first failure, the original exchange and
+    /// routing key kept from the first delivery (a retried message comes back
+    /// through the default exchange), the broker's `x-death` untouched.
+    fn failure_headers(&self, delivery: &Delivery, failure: &Failure) -> FieldTable {
+        let now = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        let existing = delivery.properties.headers().clone().unwrap_or_default();
+        let kept = |key: &str, first: String| header_text(Some(&existing), key).unwrap_or(first);
+        let first = kept("x-first-failure-at", now.clone());
+        let exchange = kept("x-original-exchange", delivery.exchange.to_string());
+        let routing_key = kept("x-original-routing-key", delivery.routing_key.to_string());
+        let mut headers = existing.clone();
+        // Serde repeats offending values in its messages: keep the header bounded.
+        let text: String = failure.text.chars().take(2000).collect();
+        for (k, v) in [
+            ("x-error-kind", failure.kind.as_str()),
+            ("x-error", text.as_str()),
+            ("x-first-failure-at", first.as_str()),
+            ("x-last-failure-at", now.as_str()),
+            ("x-original-exchange", exchange.as_str()),
+            ("x-original-routing-key", routing_key.as_str()),
+            ("x-queue", self.queue_name.as_str()),
+            ("x-service", self.ctx.service),
+        ] {
+            headers.insert(k.into(), text_value(v));
+        }
+        headers.insert(
+            "x-attempts".into(),
+            AMQPValue::LongLongInt(i64::from(previous_failures(delivery) + 1)),
+        );
+        if let Some(b) = &failure.booking_id {
+            headers.insert("x-booking-id".into(), text_value(b));
+        }
+        headers
     }
 }
 
@@ -435,61 +620,4 @@ async fn ack(delivery: &Delivery) {
 
 fn text_value(s: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(s.to_owned()))
-}
-
-/// Publishes a copy of the delivery, body untouched, to the queue's dead-letter
-/// queue with the reason in its headers, then acks the original. If the copy cannot
-/// be published, the original is rejected so that the broker dead-letters it itself
-/// (without the reason, but not lost).
-async fn dead_letter(
-    ctx: &ConsumerContext,
-    queue_name: &str,
-    publisher: &Publisher,
-    delivery: &Delivery,
-    failure: &Failure,
-) {
-    let now = time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default();
-    let mut headers = delivery.properties.headers().clone().unwrap_or_default();
-    // Serde repeats offending values in its messages: keep the header bounded.
-    let text: String = failure.text.chars().take(2000).collect();
-    for (k, v) in [
-        ("x-error-kind", failure.kind.as_str()),
-        ("x-error", text.as_str()),
-        ("x-first-failure-at", now.as_str()),
-        ("x-last-failure-at", now.as_str()),
-        ("x-original-exchange", delivery.exchange.as_str()),
-        ("x-original-routing-key", delivery.routing_key.as_str()),
-        ("x-queue", queue_name),
-        ("x-service", ctx.service),
-    ] {
-        headers.insert(k.into(), text_value(v));
-    }
-    headers.insert("x-attempts".into(), AMQPValue::LongLongInt(1));
-    if let Some(b) = &failure.booking_id {
-        headers.insert("x-booking-id".into(), text_value(b));
-    }
-    let envelope = Envelope {
-        exchange: ctx.names.resolve(DEAD_LETTER_EXCHANGE),
-        routing_key: queue_name.to_owned(),
-        properties: delivery.properties.clone().with_headers(headers),
-        body: delivery.data.clone(),
-    };
-    match publisher.publish_all(std::slice::from_ref(&envelope)).await {
-        Ok(()) => ack(delivery).await,
-        Err(e) => {
-            tracing::error!(
-                error = format!("{e:#}"),
-                "could not publish the dead letter; rejecting so the broker dead-letters it"
-            );
-            let _ = delivery
-                .acker
-                .nack(BasicNackOptions {
-                    requeue: false,
-                    ..BasicNackOptions::default()
-                })
-                .await;
-        }
-    }
 }

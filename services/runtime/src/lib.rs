@@ -17,6 +17,7 @@ pub mod config;
 pub mod consumer;
 pub mod db;
 pub mod outbox;
+pub mod retry;
 pub mod service;
 pub mod telemetry;
 pub mod validation;

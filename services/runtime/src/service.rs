@@ -54,7 +54,7 @@ impl Runtime {
         let connection = broker::connect(&config.amqp_url, process_name).await?;
         let names = Names::new(config.prefix.clone());
         let channel = connection.create_channel().await?;
-        broker::declare_topology(&channel, &names).await?;
+        broker::declare_topology(&channel, &names, &config).await?;
         let _ = channel.close(200, "topology declared".into()).await;
         Ok(Self {
             config,
@@ -84,6 +84,13 @@ pub type Handlers = Vec<(&'static QueueSpec, Arc<dyn Handler>)>;
 
 /// Builds a service's consumers from the runtime's configuration.
 pub type HandlersFn = fn(&Runtime) -> Handlers;
+
+/// A background job of a service (a scheduled sweep), run beside its consumers
+/// until the token is cancelled.
+pub type JobFn = fn(
+    Runtime,
+    CancellationToken,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// Starts the outbox relay of `producer` and returns the signal that wakes it.
 ///
@@ -118,9 +125,13 @@ pub async fn run_worker(
     rt: &Runtime,
     service: &'static str,
     handlers: Handlers,
+    jobs: &[JobFn],
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let tasks = tokio_util::task::TaskTracker::new();
+    for job in jobs {
+        tasks.spawn(job(rt.clone(), shutdown.clone()));
+    }
     // The relay outlives the consumers: it stops after them, to publish what their
     // last commits wrote.
     let relay_stop = CancellationToken::new();
@@ -131,6 +142,7 @@ pub async fn run_worker(
         names: rt.names.clone(),
         service,
         prefetch: rt.config.prefetch,
+        config: rt.config.clone(),
         relay,
     };
     let mut consumers = tokio::task::JoinSet::new();
@@ -293,6 +305,7 @@ pub fn worker_main(
     service: &'static str,
     migrations: &'static Migrator,
     handlers: HandlersFn,
+    jobs: &'static [JobFn],
 ) -> ExitCode {
     let process: &'static str = Box::leak(format!("airline-{service}").into_boxed_str());
     main_with(process, move |rt, shutdown| async move {
@@ -300,7 +313,7 @@ pub fn worker_main(
         rt.migrate(service, migrations).await?;
         tracing::info!(service, addr = %rt.config.http_addr, "serving /healthz");
         let http = tokio::spawn(serve(health_router(rt.clone()), listener, shutdown.clone()));
-        let result = run_worker(&rt, service, handlers(&rt), shutdown.clone()).await;
+        let result = run_worker(&rt, service, handlers(&rt), jobs, shutdown.clone()).await;
         shutdown.cancel();
         let _ = http.await;
         result

@@ -6,9 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use airline_contracts::topology::{
-    COMMANDS_EXCHANGE, DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE, QUEUES,
-};
+use airline_contracts::topology::{COMMANDS_EXCHANGE, DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE};
 use airline_contracts::{Message, Names};
 use airline_runtime::broker::{Envelope, Publisher};
 use airline_runtime::{Config, Runtime};
@@ -93,6 +91,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
+        let queues = airline_runtime::broker::declared_queues(&self.names, &self.rt.config);
         let names = self.names.clone();
         let database = self.database.clone();
         // Clean up on a runtime of its own: this may run while a failed test unwinds.
@@ -105,12 +104,10 @@ impl Drop for TestApp {
                 if let Ok(conn) = lapin::Connection::connect(&amqp_url(), Default::default()).await
                 {
                     if let Ok(ch) = conn.create_channel().await {
-                        for q in QUEUES {
-                            for name in [names.resolve(q.name), names.dlq(q.name)] {
-                                let _ = ch
-                                    .queue_delete(name.into(), QueueDeleteOptions::default())
-                                    .await;
-                            }
+                        for name in queues {
+                            let _ = ch
+                                .queue_delete(name.into(), QueueDeleteOptions::default())
+                                .await;
                         }
                         for x in [COMMANDS_EXCHANGE, EVENTS_EXCHANGE, DEAD_LETTER_EXCHANGE] {
                             let _ = ch
@@ -209,10 +206,16 @@ impl TestApp {
             .expect("booking id")
     }
 
-    /// Waits until the booking leaves PENDING; returns it.
+    /// Waits until the booking leaves PENDING; returns it. A booking published
+    /// straight onto the broker is unknown (404) until its saga starts.
     pub async fn settled(&self, booking: Uuid) -> Value {
         self.eventually(&format!("booking {booking} to settle"), || async {
-            let b = self.get_json(&format!("/v1/bookings/{booking}")).await;
+            let response = self.get(&format!("/v1/bookings/{booking}")).await;
+            if response.status() == 404 {
+                return None;
+            }
+            assert_eq!(response.status(), 200);
+            let b: Value = response.json().await.expect("json");
             (b["status"] != "PENDING").then_some(b)
         })
         .await
@@ -262,8 +265,13 @@ impl TestApp {
 
     /// Waits for one dead letter in the DLQ of work queue `queue`; returns it.
     pub async fn dead_letter(&self, queue: &str) -> lapin::message::BasicGetMessage {
+        self.dead_letter_from(&self.names.dlq(queue)).await
+    }
+
+    /// Waits for one message in queue `dlq` (a broker name); returns it.
+    pub async fn dead_letter_from(&self, dlq: &str) -> lapin::message::BasicGetMessage {
         let channel = self.rt.connection.create_channel().await.expect("channel");
-        let dlq = self.names.dlq(queue);
+        let dlq = dlq.to_owned();
         let message = self
             .eventually(&format!("a dead letter in {dlq}"), || async {
                 channel

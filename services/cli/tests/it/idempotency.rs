@@ -108,7 +108,12 @@ async fn every_message_type_delivered_twice_changes_nothing() {
     // confirmation fails after payment: refund, release, failed: 10 messages.
     seen.extend(redeliver_everything(&app, &[(10, "tok_visa")], 10).await);
 
-    let all: BTreeSet<String> = Message::TYPES.iter().map(ToString::to_string).collect();
+    // booking.parked goes to an operators' parking queue that nothing consumes.
+    let all: BTreeSet<String> = Message::TYPES
+        .iter()
+        .filter(|t| t.name != "booking.parked")
+        .map(ToString::to_string)
+        .collect();
     assert_eq!(seen, all, "every message type was delivered twice");
 }
 

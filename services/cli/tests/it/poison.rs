@@ -91,6 +91,16 @@ async fn undecodable_messages_are_dead_lettered_with_their_reason_and_bookings_g
             "wrong-content-type",
             "text/plain",
         ),
+        (
+            raw(
+                &app,
+                Some(&id),
+                "booking.requested.v1",
+                &vec![b' '; 10 * 1024 * 1024],
+            ),
+            "body-too-large",
+            "exceeds the limit",
+        ),
     ];
 
     for (envelope, kind, mentions) in cases {

@@ -1,0 +1,230 @@
+//! Outages: the broker's connections closed, the broker stopped, a process killed.
+//! These tests restart shared services, so they run one at a time, in their own step
+//! after the main suite (`scripts/test`).
+
+#[path = "../it/helpers.rs"]
+#[allow(dead_code)]
+mod helpers;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use helpers::{flight_body, spawn_app};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+fn rabbitmqctl(args: &[&str]) {
+    let status = Command::new("rabbitmqctl")
+        .args(args)
+        .stdout(Stdio::null())
+        .status()
+        .expect("rabbitmqctl runs");
+    assert!(status.success(), "rabbitmqctl {args:?}");
+}
+
+#[tokio::test]
+async fn workers_go_on_after_the_broker_closes_their_connections() {
+    let app = spawn_app().await;
+    let flight = app.create_flight(10).await;
+    let first = app.book(flight, "cust-before", "tok_visa").await;
+    assert_eq!(app.settled(first).await["status"], "CONFIRMED");
+
+    rabbitmqctl(&["close_all_connections", "outage test"]);
+    let second = app.book(flight, "cust-after", "tok_visa").await;
+
+    assert_eq!(app.settled(second).await["status"], "CONFIRMED");
+    assert_eq!(app.seats_left(flight).await, 8);
+}
+
+#[tokio::test]
+async fn bookings_accepted_while_the_broker_is_down_complete_when_it_returns() {
+    let app = spawn_app().await;
+    let flight = app.create_flight(10).await;
+    let warm = app.book(flight, "cust-warm", "tok_visa").await;
+    app.settled(warm).await;
+
+    rabbitmqctl(&["stop_app"]);
+    let mut accepted = Vec::new();
+    for i in 0..3 {
+        accepted.push(
+            app.book(flight, &format!("cust-down-{i}"), "tok_visa")
+                .await,
+        );
+    }
+    rabbitmqctl(&["start_app"]);
+    rabbitmqctl(&["await_startup"]);
+
+    for booking in accepted {
+        assert_eq!(app.settled(booking).await["status"], "CONFIRMED");
+    }
+    assert_eq!(app.seats_left(flight).await, 6);
+}
+
+struct System {
+    child: Child,
+    base: String,
+}
+
+fn start_system(database_url: &str, prefix: &str, port: u16) -> System {
+    let child = Command::new(env!("CARGO_BIN_EXE_airline"))
+        .args(["up", "--no-seed"])
+        .env("DATABASE_URL", database_url)
+        .env("AIRLINE_PREFIX", prefix)
+        .env("AIRLINE_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("airline up starts");
+    System {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    }
+}
+
+async fn until_healthy(http: &reqwest::Client, base: &str) {
+    for _ in 0..600 {
+        if let Ok(r) = http.get(format!("{base}/healthz")).send().await
+            && r.status() == 200
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{base} never became healthy");
+}
+
+async fn book(http: &reqwest::Client, base: &str, flight: &str, token: &str) -> Option<String> {
+    let body =
+        json!({ "outboundFlightId": flight, "customerId": "cust-kill", "paymentToken": token });
+    let r = http
+        .post(format!("{base}/v1/bookings"))
+        .json(&body)
+        .send()
+        .await
+        .ok()?;
+    (r.status() == 202).then_some(())?;
+    r.json::<Value>().await.ok()?["id"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// `airline up` killed with SIGKILL while bookings flow, then restarted: every
+/// accepted booking ends terminal, and seats, charges and points balance.
+#[tokio::test]
+async fn a_process_killed_mid_run_loses_nothing_and_doubles_nothing() {
+    // The in-process app only provides a fresh database and namespace (and cleans
+    // them up); the system under test is a separate `airline up` process.
+    let app = spawn_app().await;
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+        l.local_addr().expect("addr").port()
+    };
+    let database_url = app.rt.config.database_url.clone();
+    let prefix = app.rt.config.prefix.clone();
+    let http = reqwest::Client::new();
+    let flight_response = app.post_json("/v1/flights", &flight_body(40)).await;
+    let flight: Value = flight_response.json().await.expect("json");
+    let flight = flight["id"].as_str().expect("id").to_owned();
+
+    let mut system = start_system(&database_url, &prefix, port);
+    until_healthy(&http, &system.base).await;
+    let mut accepted = Vec::new();
+    for i in 0..60 {
+        if i == 30 {
+            system.child.kill().expect("SIGKILL");
+            system.child.wait().expect("reaped");
+            system = start_system(&database_url, &prefix, port);
+            until_healthy(&http, &system.base).await;
+        }
+        let token = if i % 5 == 0 {
+            "tok_chargeDeclined"
+        } else {
+            "tok_visa"
+        };
+        if let Some(id) = book(&http, &system.base, &flight, token).await {
+            accepted.push(id.parse::<Uuid>().expect("uuid"));
+        }
+    }
+
+    let mut confirmed = 0i64;
+    for booking in &accepted {
+        let settled = app.settled(*booking).await;
+        assert!(
+            settled["status"] == "CONFIRMED" || settled["status"] == "FAILED",
+            "{settled}"
+        );
+        if settled["status"] == "CONFIRMED" {
+            confirmed += 1;
+        }
+    }
+    assert_eq!(accepted.len(), 60, "every request was accepted");
+    let seats_left = app.seats_left(flight.parse().expect("uuid")).await;
+    assert_eq!(seats_left, 40 - confirmed, "seats balance");
+    // One payments row per booking (its primary key): captured exactly for the
+    // confirmed ones, and nothing refunded, since no confirmation failed.
+    let (captured, refunded): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE status = 'captured'), count(*) FILTER (WHERE status = 'refunded')
+           FROM payment.payments",
+    )
+    .fetch_one(&app.rt.pool)
+    .await
+    .expect("payments");
+    assert_eq!(
+        (captured, refunded),
+        (confirmed, 0),
+        "one charge per confirmed booking"
+    );
+    app.eventually("every confirmed booking's points", || async {
+        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM loyalty.ledger")
+            .fetch_one(&app.rt.pool)
+            .await
+            .expect("ledger");
+        (rows == confirmed).then_some(())
+    })
+    .await;
+    let _ = system.child.kill();
+    let _ = system.child.wait();
+}
+
+/// SIGTERM: stop taking deliveries, finish what is in flight, exit 0 (within the
+/// 10 s a supervisor grants before it kills).
+#[tokio::test]
+async fn sigterm_stops_the_system_cleanly() {
+    let app = spawn_app().await;
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+        l.local_addr().expect("addr").port()
+    };
+    let http = reqwest::Client::new();
+    let mut system = start_system(&app.rt.config.database_url, &app.rt.config.prefix, port);
+    until_healthy(&http, &system.base).await;
+    let flight = app.create_flight(5).await.to_string();
+    let booking = book(&http, &system.base, &flight, "tok_visa")
+        .await
+        .expect("accepted");
+
+    let pid = system.child.id().to_string();
+    let sent = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(sent.success());
+    let mut exited = None;
+    for _ in 0..200 {
+        if let Some(status) = system.child.try_wait().expect("wait") {
+            exited = Some(status);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = exited.expect("exited within 10 s of SIGTERM");
+    assert!(status.success(), "exit status {status}");
+
+    // Whatever was in flight was finished or left unacked for the next start.
+    let mut system = start_system(&app.rt.config.database_url, &app.rt.config.prefix, port);
+    until_healthy(&http, &system.base).await;
+    let settled = app.settled(booking.parse().expect("uuid")).await;
+    assert_eq!(settled["status"], "CONFIRMED");
+    let _ = system.child.kill();
+    let _ = system.child.wait();
+}
