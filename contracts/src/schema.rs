@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 
 use crate::messages::{Message, MessageKind, MessageType};
 use crate::topology::{
-    COMMANDS_EXCHANGE, DEAD_LETTER_EXCHANGE, DLQ_SUFFIX, EVENTS_EXCHANGE, Names, QUEUES,
+    COMMANDS_EXCHANGE, DEAD_LETTER_EXCHANGE, DLQ_SUFFIX, EVENTS_EXCHANGE, Names, PARKING, QUEUES,
     exchange_of,
 };
 
@@ -100,17 +100,26 @@ pub fn asyncapi() -> Value {
                 )
             })
             .collect();
+        let description = if queue.consumer == PARKING {
+            format!(
+                "Parking queue for operators, bound to {}: no service consumes it; it has no dead-letter queue and no retries.",
+                queue.messages.join(", ")
+            )
+        } else {
+            format!(
+                "Work queue consumed by {}; bound to {}. Failed deliveries are retried through `{}.retry.<delay>ms` tiers, then dead-lettered through the `{}` exchange to `{}`.",
+                queue.consumer,
+                queue.messages.join(", "),
+                names.resolve(queue.name),
+                names.resolve(DEAD_LETTER_EXCHANGE),
+                names.dlq(queue.name),
+            )
+        };
         channels.insert(
             channel_id.clone(),
             json!({
                 "address": names.resolve(queue.name),
-                "description": format!(
-                    "Work queue consumed by {}; bound to {}. Dead letters go through the `{}` exchange to `{}`.",
-                    queue.consumer,
-                    queue.messages.join(", "),
-                    names.resolve(DEAD_LETTER_EXCHANGE),
-                    names.dlq(queue.name),
-                ),
+                "description": description,
                 "messages": refs,
                 "bindings": { "amqp": {
                     "is": "queue",
@@ -119,6 +128,9 @@ pub fn asyncapi() -> Value {
                 } },
             }),
         );
+        if queue.consumer == PARKING {
+            continue;
+        }
         let message_refs: Vec<Value> = queue
             .message_types()
             .map(|t| json!({ "$ref": format!("#/channels/{channel_id}/messages/{t}") }))

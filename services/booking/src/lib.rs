@@ -363,17 +363,41 @@ async fn parked(
 }
 
 /// Sweeps sagas whose deadline has passed, every quarter of a second, until
-/// `shutdown`.
+/// `shutdown`. While the broker is unreachable no reply can arrive, so deadlines are
+/// paused: the sweep waits, and when the broker is back every open deadline is
+/// pushed back by the length of the outage.
 async fn sweep_deadlines(rt: Runtime, shutdown: tokio_util::sync::CancellationToken) {
     let steps = LocalSteps {
         reserve_booking_fails: rt.config.fails("reserve-booking"),
         confirm_booking_fails: rt.config.fails("confirm-booking"),
     };
     let deadlines = Deadlines::of(&rt.config);
+    let mut broker_down_since: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+        if !rt.connection.status().connected() {
+            broker_down_since.get_or_insert_with(tokio::time::Instant::now);
+            continue;
+        }
+        if let Some(since) = broker_down_since {
+            match extend_deadlines(&rt.pool, since.elapsed()).await {
+                Ok(n) => {
+                    tracing::info!(
+                        sagas = n,
+                        outage_ms = since.elapsed().as_millis(),
+                        "broker back; deadlines pushed back"
+                    );
+                    broker_down_since = None;
+                }
+                Err(e) => tracing::warn!(
+                    error = format!("{e:#}"),
+                    "could not push deadlines back; will retry"
+                ),
+            }
+            continue;
         }
         match sweep_once(&rt.pool, steps, deadlines).await {
             Ok(0) => {}
@@ -384,6 +408,22 @@ async fn sweep_deadlines(rt: Runtime, shutdown: tokio_util::sync::CancellationTo
             ),
         }
     }
+}
+
+/// Pushes every open deadline back by `outage`.
+///
+/// # Errors
+/// Database errors.
+pub async fn extend_deadlines(pool: &sqlx::PgPool, outage: Duration) -> sqlx::Result<u64> {
+    let micros = i64::try_from(outage.as_micros()).unwrap_or(i64::MAX);
+    Ok(sqlx::query(
+        "UPDATE booking.bookings SET deadline_at = deadline_at + make_interval(secs => $1::double precision / 1e6)
+          WHERE deadline_at IS NOT NULL AND state NOT IN ('CONFIRMED', 'FAILED')",
+    )
+    .bind(micros)
+    .execute(pool)
+    .await?
+    .rows_affected())
 }
 
 /// Moves every saga whose deadline has passed (up to 100 at a time). Returns how

@@ -190,6 +190,11 @@ impl Handler for ReleaseSeatHandler {
                 "expected flight.release-seat".into(),
             ));
         };
+        if self.fail {
+            return Err(HandlerError::Transient(anyhow::anyhow!(
+                "release-seat fault injected"
+            )));
+        }
         Ok(vec![release(tx, cmd).await?])
     }
 }

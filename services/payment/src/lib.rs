@@ -27,8 +27,9 @@ pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 #[must_use]
 pub fn handlers(rt: &Runtime) -> Handlers {
     let c = &rt.config;
-    // tok_timeout answers well after the saga has given up waiting.
-    let timeout_delay = c.payment_deadline.saturating_mul(2);
+    // tok_timeout answers after the saga has given up waiting, and well before the
+    // refund that follows runs out of time itself.
+    let timeout_delay = c.payment_deadline.mul_f64(1.5);
     let handler = Arc::new(Payments {
         provider: Arc::new(SimulatedProvider::new(
             c.payment_latency,

@@ -282,12 +282,15 @@ pub async fn run_consumer(
 /// A delivery that could not be handled, and why.
 #[derive(Debug, Clone)]
 pub struct Failure {
-    /// A short stable code: `invalid-body`, `unknown-type`, `handler-error`, ...
+    /// A short stable code: `invalid-body`, `unknown-type`, `rejected`,
+    /// `retries-exhausted`, ...
     pub kind: String,
     /// What went wrong, for a person.
     pub text: String,
     /// The booking, where known.
     pub booking_id: Option<String>,
+    /// When retries ran out: the class of the last error (`transient`, `unexpected`).
+    pub last_kind: Option<&'static str>,
 }
 
 impl Failure {
@@ -296,6 +299,7 @@ impl Failure {
             kind: kind.to_owned(),
             text: text.into(),
             booking_id: None,
+            last_kind: None,
         }
     }
 }
@@ -500,6 +504,7 @@ impl QueueWorker {
             return;
         }
         if !e.is_permanent() {
+            failure.last_kind = Some(e.kind());
             failure.kind = "retries-exhausted".into();
             failure.text = format!("gave up after {failures} attempts: {}", failure.text);
         }
@@ -605,6 +610,9 @@ impl QueueWorker {
         );
         if let Some(b) = &failure.booking_id {
             headers.insert("x-booking-id".into(), text_value(b));
+        }
+        if let Some(k) = failure.last_kind {
+            headers.insert("x-last-error-kind".into(), text_value(k));
         }
         headers
     }

@@ -146,7 +146,7 @@ async fn a_compensation_that_cannot_finish_parks_the_saga_in_the_booking_dlq() {
 
 #[tokio::test]
 async fn a_payment_that_answers_after_its_deadline_is_refunded() {
-    let app = spawn_app_with(|c| c.payment_deadline = Duration::from_secs(1)).await;
+    let app = spawn_app_with(|c| c.payment_deadline = Duration::from_secs(2)).await;
     let flight = app.create_flight(3).await;
 
     let booking = app.book(flight, "cust-slow", "tok_timeout").await;

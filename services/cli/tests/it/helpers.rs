@@ -51,6 +51,18 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts a system after `configure` has changed its configuration.
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
+    spawn(configure, true).await
+}
+
+/// A database and broker namespace, migrated and declared, with no service running
+/// in this process: for tests that run the system as separate processes (set
+/// `base` to their gateway).
+#[allow(dead_code)] // used by the outage tests, which include this file
+pub async fn spawn_bare(configure: impl FnOnce(&mut Config)) -> TestApp {
+    spawn(configure, false).await
+}
+
+async fn spawn(configure: impl FnOnce(&mut Config), run_services: bool) -> TestApp {
     let id = Uuid::new_v4().simple().to_string();
     let database = format!("airline_test_{id}");
     let mut config = Config {
@@ -70,7 +82,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
         .expect("a free port");
     let base = format!("http://{}", listener.local_addr().expect("bound"));
     let shutdown = CancellationToken::new();
-    {
+    if run_services {
         let (rt, shutdown) = (rt.clone(), shutdown.clone());
         tokio::spawn(async move {
             if let Err(e) = airline::run_all(&rt, listener, shutdown).await {

@@ -9,7 +9,8 @@ mod helpers;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use helpers::{flight_body, spawn_app};
+use airline_runtime::retry::RetryPolicy;
+use helpers::{spawn_app, spawn_bare};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -66,8 +67,13 @@ struct System {
 }
 
 fn start_system(database_url: &str, prefix: &str, port: u16) -> System {
+    start_system_with(database_url, prefix, port, &[])
+}
+
+fn start_system_with(database_url: &str, prefix: &str, port: u16, env: &[(&str, &str)]) -> System {
     let child = Command::new(env!("CARGO_BIN_EXE_airline"))
         .args(["up", "--no-seed"])
+        .envs(env.iter().copied())
         .env("DATABASE_URL", database_url)
         .env("AIRLINE_PREFIX", prefix)
         .env("AIRLINE_HTTP_ADDR", format!("127.0.0.1:{port}"))
@@ -108,13 +114,18 @@ async fn book(http: &reqwest::Client, base: &str, flight: &str, token: &str) -> 
         .map(str::to_owned)
 }
 
-/// `airline up` killed with SIGKILL while bookings flow, then restarted: every
-/// accepted booking ends terminal, and seats, charges and points balance.
+/// `airline up` killed with SIGKILL while bookings flow with 20% transient payment
+/// failures, then restarted: every accepted booking ends terminal, no DLQ holds
+/// anything (nothing needed an operator), and seats, charges and points balance.
 #[tokio::test]
 async fn a_process_killed_mid_run_loses_nothing_and_doubles_nothing() {
-    // The in-process app only provides a fresh database and namespace (and cleans
-    // them up); the system under test is a separate `airline up` process.
-    let app = spawn_app().await;
+    // The system under test is a separate `airline up` process; the bare app only
+    // provides a fresh database and namespace, reads the books, and cleans up.
+    let mut app = spawn_bare(|c| {
+        c.retry = RetryPolicy::parse("attempts=10,base=50ms,cap=400ms", RetryPolicy::default())
+            .expect("policy");
+    })
+    .await;
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
         l.local_addr().expect("addr").port()
@@ -122,18 +133,21 @@ async fn a_process_killed_mid_run_loses_nothing_and_doubles_nothing() {
     let database_url = app.rt.config.database_url.clone();
     let prefix = app.rt.config.prefix.clone();
     let http = reqwest::Client::new();
-    let flight_response = app.post_json("/v1/flights", &flight_body(40)).await;
-    let flight: Value = flight_response.json().await.expect("json");
-    let flight = flight["id"].as_str().expect("id").to_owned();
 
-    let mut system = start_system(&database_url, &prefix, port);
+    let faults = [
+        ("AIRLINE_PAYMENT_FAILURE_RATE", "0.2"),
+        ("AIRLINE_RETRY", "attempts=10,base=50ms,cap=400ms"),
+    ];
+    let mut system = start_system_with(&database_url, &prefix, port, &faults);
     until_healthy(&http, &system.base).await;
+    app.base.clone_from(&system.base);
+    let flight = app.create_flight(40).await.to_string();
     let mut accepted = Vec::new();
     for i in 0..60 {
         if i == 30 {
             system.child.kill().expect("SIGKILL");
             system.child.wait().expect("reaped");
-            system = start_system(&database_url, &prefix, port);
+            system = start_system_with(&database_url, &prefix, port, &faults);
             until_healthy(&http, &system.base).await;
         }
         let token = if i % 5 == 0 {
@@ -182,6 +196,26 @@ async fn a_process_killed_mid_run_loses_nothing_and_doubles_nothing() {
         (rows == confirmed).then_some(())
     })
     .await;
+    let channel = app.rt.connection.create_channel().await.expect("channel");
+    for queue in airline_contracts::QUEUES {
+        let name = if queue.consumer == airline_contracts::topology::PARKING {
+            app.names.resolve(queue.name)
+        } else {
+            app.names.dlq(queue.name)
+        };
+        let declared = channel
+            .queue_declare(
+                name.clone().into(),
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                Default::default(),
+            )
+            .await
+            .expect("queue exists");
+        assert_eq!(declared.message_count(), 0, "{name} holds nothing");
+    }
     let _ = system.child.kill();
     let _ = system.child.wait();
 }
@@ -190,7 +224,7 @@ async fn a_process_killed_mid_run_loses_nothing_and_doubles_nothing() {
 /// 10 s a supervisor grants before it kills).
 #[tokio::test]
 async fn sigterm_stops_the_system_cleanly() {
-    let app = spawn_app().await;
+    let mut app = spawn_bare(|_| {}).await;
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
         l.local_addr().expect("addr").port()
@@ -198,6 +232,7 @@ async fn sigterm_stops_the_system_cleanly() {
     let http = reqwest::Client::new();
     let mut system = start_system(&app.rt.config.database_url, &app.rt.config.prefix, port);
     until_healthy(&http, &system.base).await;
+    app.base.clone_from(&system.base);
     let flight = app.create_flight(5).await.to_string();
     let booking = book(&http, &system.base, &flight, "tok_visa")
         .await
