@@ -83,7 +83,7 @@ pub fn handlers(rt: &Runtime) -> Handlers {
 }
 
 /// The booking service's background jobs: the deadline sweeper.
-pub const JOBS: &[JobFn] = &[|rt, shutdown| Box::pin(sweep_deadlines(rt, shutdown))];
+pub const JOBS: &[JobFn] = &[|rt, relay, shutdown| Box::pin(sweep_deadlines(rt, relay, shutdown))];
 
 /// Starts a saga for `booking.requested`; a second request with the same booking id
 /// changes nothing.
@@ -366,7 +366,11 @@ async fn parked(
 /// `shutdown`. While the broker is unreachable no reply can arrive, so deadlines are
 /// paused: the sweep waits, and when the broker is back every open deadline is
 /// pushed back by the length of the outage.
-async fn sweep_deadlines(rt: Runtime, shutdown: tokio_util::sync::CancellationToken) {
+async fn sweep_deadlines(
+    rt: Runtime,
+    relay: airline_runtime::outbox::RelaySignal,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
     let steps = LocalSteps {
         reserve_booking_fails: rt.config.fails("reserve-booking"),
         confirm_booking_fails: rt.config.fails("confirm-booking"),
@@ -401,7 +405,10 @@ async fn sweep_deadlines(rt: Runtime, shutdown: tokio_util::sync::CancellationTo
         }
         match sweep_once(&rt.pool, steps, deadlines).await {
             Ok(0) => {}
-            Ok(n) => tracing::info!(sagas = n, "deadlines passed; compensating"),
+            Ok(n) => {
+                tracing::info!(sagas = n, "deadlines passed; compensating");
+                relay.notify_one();
+            }
             Err(e) => tracing::warn!(
                 error = format!("{e:#}"),
                 "deadline sweep failed; will retry"

@@ -68,3 +68,32 @@ pub async fn run_all(
     }
     result
 }
+
+/// Deletes every queue and exchange of the runtime's namespace. Returns how many
+/// queues were deleted.
+///
+/// # Errors
+/// When the broker refuses.
+pub async fn teardown(rt: &Runtime) -> anyhow::Result<usize> {
+    use airline_contracts::topology::{COMMANDS_EXCHANGE, DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE};
+    let channel = rt.connection.create_channel().await?;
+    let queues = airline_runtime::broker::declared_queues(&rt.names, &rt.config);
+    for q in &queues {
+        channel
+            .queue_delete(
+                q.as_str().into(),
+                lapin::options::QueueDeleteOptions::default(),
+            )
+            .await?;
+    }
+    for x in [COMMANDS_EXCHANGE, EVENTS_EXCHANGE, DEAD_LETTER_EXCHANGE] {
+        channel
+            .exchange_delete(
+                rt.names.resolve(x).into(),
+                lapin::options::ExchangeDeleteOptions::default(),
+            )
+            .await?;
+    }
+    let _ = channel.close(200, "teardown done".into()).await;
+    Ok(queues.len())
+}

@@ -27,11 +27,24 @@ enum Command {
     Migrate,
     /// Create the demo flights (idempotent).
     Seed,
+    /// Delete every queue and exchange under AIRLINE_PREFIX, messages included
+    /// (for throw-away namespaces: tests, smoke runs).
+    Teardown {
+        /// Confirm that the messages in those queues may be deleted.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 fn main() -> ExitCode {
     // Bad arguments: clap prints what was wrong and exits with status 2.
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Teardown { yes: false }) {
+        eprintln!(
+            "airline teardown deletes every queue under AIRLINE_PREFIX with its messages; add --yes to do it"
+        );
+        return ExitCode::from(2);
+    }
     main_with("airline", move |rt, shutdown| async move {
         match cli.command {
             Command::Migrate => {
@@ -42,6 +55,13 @@ fn main() -> ExitCode {
                 airline::migrate_all(&rt).await?;
                 let n = airline::seed(&rt).await?;
                 println!("{n} demo flights present");
+            }
+            Command::Teardown { .. } => {
+                let n = airline::teardown(&rt).await?;
+                println!(
+                    "deleted {n} queues and the exchanges under {}",
+                    rt.names.prefix()
+                );
             }
             Command::Up { no_seed } => {
                 let listener = bind(&rt.config).await?;

@@ -9,10 +9,8 @@
 mod problem;
 mod routes;
 
-use std::sync::Arc;
-
 use airline_runtime::Runtime;
-use airline_runtime::outbox::RelaySignal;
+use airline_runtime::outbox::Dispatcher;
 use axum::Router;
 use sqlx::migrate::Migrator;
 use tokio_util::sync::CancellationToken;
@@ -43,7 +41,7 @@ pub const ROUTES: &[(&str, &str)] = &[
 #[derive(Clone, Debug)]
 pub struct AppState {
     rt: Runtime,
-    relay: RelaySignal,
+    dispatcher: Dispatcher,
 }
 
 /// Runs every migration the gateway's reads depend on, then its own.
@@ -58,8 +56,8 @@ pub async fn migrate(rt: &Runtime) -> anyhow::Result<()> {
 }
 
 /// The router.
-pub fn app(rt: Runtime, relay: RelaySignal) -> Router {
-    routes::router(AppState { rt, relay })
+pub fn app(rt: Runtime, dispatcher: Dispatcher) -> Router {
+    routes::router(AppState { rt, dispatcher })
 }
 
 /// Serves the gateway on `listener` until `shutdown`, with its outbox relay; the
@@ -74,10 +72,10 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let tasks = tokio_util::task::TaskTracker::new();
     let relay_stop = CancellationToken::new();
-    let relay = airline_runtime::service::start_relay(rt, "gateway", &tasks, &relay_stop).await?;
+    let (_relay, dispatcher) =
+        airline_runtime::service::start_outbox(rt, "gateway", &tasks, &relay_stop).await?;
     let result =
-        airline_runtime::service::serve(app(rt.clone(), Arc::clone(&relay)), listener, shutdown)
-            .await;
+        airline_runtime::service::serve(app(rt.clone(), dispatcher), listener, shutdown).await;
     relay_stop.cancel();
     tasks.close();
     tasks.wait().await;

@@ -204,9 +204,11 @@ async fn create_booking(
     .bind(requested_at)
     .execute(&mut *tx)
     .await?;
-    outbox::enqueue(&mut tx, "gateway", &Cause::default(), &message).await?;
+    let pending = outbox::enqueue(&mut tx, "gateway", &Cause::default(), &message).await?;
     tx.commit().await?;
-    s.relay.notify_one();
+    // Durable from here: answer now, publish right behind the answer.
+    let dispatcher = s.dispatcher.clone();
+    tokio::spawn(async move { dispatcher.dispatch(&[pending]).await });
     tracing::info!(booking_id = %booking_id, "booking accepted");
     Ok(created(
         format!("/v1/bookings/{booking_id}"),

@@ -25,7 +25,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
 use crate::broker::{Envelope, Publisher};
-use crate::outbox::{self, Cause, RelaySignal};
+use crate::outbox::{self, Cause, Dispatcher, Pending};
 use crate::retry::{self, RetryPolicy};
 
 /// The largest body a consumer will try to decode; larger ones are dead-lettered.
@@ -114,10 +114,10 @@ pub trait Handler: Send + Sync + 'static {
 }
 
 /// What became of a delivery.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Outcome {
-    /// Handled and committed, with this many messages sent.
-    Handled(usize),
+    /// Handled and committed; these outbox rows are to be published.
+    Handled(Vec<Pending>),
     /// Already handled before (same consumer, same message id): nothing done.
     Duplicate,
 }
@@ -151,11 +151,12 @@ pub async fn process(
     }
     let out = handler.handle(&mut tx, msg).await?;
     let cause = msg.cause();
+    let mut pending = Vec::with_capacity(out.len());
     for m in &out {
-        outbox::enqueue(&mut tx, producer, &cause, m).await?;
+        pending.push(outbox::enqueue(&mut tx, producer, &cause, m).await?);
     }
     tx.commit().await?;
-    Ok(Outcome::Handled(out.len()))
+    Ok(Outcome::Handled(pending))
 }
 
 /// Whether an error means "the database is not reachable right now" rather than
@@ -198,8 +199,8 @@ pub struct ConsumerContext {
     pub prefetch: u16,
     /// The configuration, for retry policies.
     pub config: crate::Config,
-    /// Wakes the service's outbox relay.
-    pub relay: RelaySignal,
+    /// Publishes what a handler's commit wrote to the outbox.
+    pub dispatcher: Dispatcher,
 }
 
 impl std::fmt::Debug for ConsumerContext {
@@ -466,13 +467,15 @@ impl QueueWorker {
         result: Result<Outcome, HandlerError>,
     ) {
         let e = match result {
-            Ok(outcome) => {
-                if matches!(outcome, Outcome::Handled(n) if n > 0) {
-                    self.ctx.relay.notify_one();
-                }
-                if outcome == Outcome::Duplicate {
-                    tracing::info!("duplicate delivery ignored");
-                }
+            Ok(Outcome::Handled(pending)) => {
+                // Publish before acking: a consumer that outpaces the broker slows
+                // down instead of piling up unpublished rows.
+                self.ctx.dispatcher.dispatch(&pending).await;
+                ack(delivery).await;
+                return;
+            }
+            Ok(Outcome::Duplicate) => {
+                tracing::info!("duplicate delivery ignored");
                 ack(delivery).await;
                 return;
             }

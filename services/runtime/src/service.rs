@@ -19,7 +19,7 @@ use crate::broker::{self, Publisher};
 use crate::config::Config;
 use crate::consumer::{ConsumerContext, Handler, run_consumer};
 use crate::db;
-use crate::outbox::{RelaySignal, run_relay};
+use crate::outbox::{Dispatcher, RelaySignal, run_relay, start_dispatcher};
 
 /// The connections a process shares between its services.
 #[derive(Clone)]
@@ -86,11 +86,35 @@ pub type Handlers = Vec<(&'static QueueSpec, Arc<dyn Handler>)>;
 pub type HandlersFn = fn(&Runtime) -> Handlers;
 
 /// A background job of a service (a scheduled sweep), run beside its consumers
-/// until the token is cancelled.
+/// until the token is cancelled. It may wake the service's relay after writing to
+/// the outbox.
 pub type JobFn = fn(
     Runtime,
+    RelaySignal,
     CancellationToken,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Starts `producer`'s outbox relay and dispatcher.
+///
+/// # Errors
+/// When their publishing channels cannot be opened.
+pub async fn start_outbox(
+    rt: &Runtime,
+    producer: &'static str,
+    tasks: &tokio_util::task::TaskTracker,
+    relay_stop: &CancellationToken,
+) -> anyhow::Result<(RelaySignal, Dispatcher)> {
+    let relay = start_relay(rt, producer, tasks, relay_stop).await?;
+    let dispatcher = start_dispatcher(
+        &rt.connection,
+        rt.pool.clone(),
+        rt.names.clone(),
+        producer,
+        tasks,
+    )
+    .await?;
+    Ok((relay, dispatcher))
+}
 
 /// Starts the outbox relay of `producer` and returns the signal that wakes it.
 ///
@@ -129,13 +153,13 @@ pub async fn run_worker(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let tasks = tokio_util::task::TaskTracker::new();
-    for job in jobs {
-        tasks.spawn(job(rt.clone(), shutdown.clone()));
-    }
     // The relay outlives the consumers: it stops after them, to publish what their
     // last commits wrote.
     let relay_stop = CancellationToken::new();
-    let relay = start_relay(rt, service, &tasks, &relay_stop).await?;
+    let (relay, dispatcher) = start_outbox(rt, service, &tasks, &relay_stop).await?;
+    for job in jobs {
+        tasks.spawn(job(rt.clone(), Arc::clone(&relay), shutdown.clone()));
+    }
     let ctx = ConsumerContext {
         connection: Arc::clone(&rt.connection),
         pool: rt.pool.clone(),
@@ -143,7 +167,7 @@ pub async fn run_worker(
         service,
         prefetch: rt.config.prefetch,
         config: rt.config.clone(),
-        relay,
+        dispatcher,
     };
     let mut consumers = tokio::task::JoinSet::new();
     for (queue, handler) in handlers {
@@ -164,6 +188,8 @@ pub async fn run_worker(
             }
         }
     }
+    // Dropping the last dispatcher lets the deleter finish.
+    drop(ctx);
     relay_stop.cancel();
     tasks.close();
     tasks.wait().await;

@@ -331,10 +331,6 @@ impl TestApp {
                 "notifications",
                 "SELECT booking_id::text || ':' || event_type, id::text FROM notify.notifications ORDER BY 1",
             ),
-            (
-                "outbox",
-                "SELECT producer, count(*)::text FROM messaging.outbox GROUP BY producer ORDER BY producer",
-            ),
         ];
         let mut books = BTreeMap::new();
         for (name, sql) in queries {
