@@ -43,6 +43,7 @@ enum Event {
     Sent {
         id: Uuid,
         due: Instant,
+        accepted: Instant,
     },
     SendFailed,
     /// Every send has finished; comes after all their `Sent` events.
@@ -145,7 +146,8 @@ pub async fn drive(
                     match target.send(i).await {
                         Ok(id) => {
                             sent.fetch_add(1, Ordering::Relaxed);
-                            let _ = events.send(Event::Sent { id, due });
+                            let accepted = Instant::now();
+                            let _ = events.send(Event::Sent { id, due, accepted });
                         }
                         Err(e) => {
                             report_send_error(&e);
@@ -191,8 +193,8 @@ pub async fn drive(
                     sender_done = true;
                     drain_deadline = Some(Instant::now() + plan.drain_timeout);
                 }
-                Some(Event::Sent { id, due }) => {
-                    recorder.sent(due - start);
+                Some(Event::Sent { id, due, accepted }) => {
+                    recorder.sent(due - start, accepted.saturating_duration_since(due));
                     if let Some((confirmed, at)) = early.remove(&id) {
                         recorder.settled(confirmed, at.saturating_duration_since(due), at - start);
                         settled.fetch_add(1, Ordering::Relaxed);

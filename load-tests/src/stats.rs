@@ -60,6 +60,9 @@ impl Second {
 #[derive(Debug)]
 pub struct Recorder {
     pub latency: Histogram<u64>,
+    /// From the intended send time to the system's acceptance (the gateway's 202,
+    /// or the broker's confirm).
+    pub accept: Histogram<u64>,
     pub seconds: Vec<Second>,
     pub confirmed: u64,
     pub failed: u64,
@@ -73,6 +76,7 @@ impl Default for Recorder {
     fn default() -> Self {
         Self {
             latency: histogram(),
+            accept: histogram(),
             seconds: Vec::new(),
             confirmed: 0,
             failed: 0,
@@ -94,8 +98,11 @@ impl Recorder {
         &mut self.seconds[i]
     }
 
-    pub fn sent(&mut self, at: Duration) {
+    pub fn sent(&mut self, at: Duration, accept: Duration) {
         self.sent += 1;
+        let _ = self
+            .accept
+            .record(u64::try_from(accept.as_micros()).unwrap_or(u64::MAX).max(1));
         self.second(at).sent += 1;
     }
 
@@ -128,6 +135,9 @@ pub struct Summary {
     pub failed: u64,
     pub lost: u64,
     pub latency_ms: Percentiles,
+    /// From the intended send time to acceptance: the gateway's 202 (http mode) or
+    /// the broker's publisher confirm (amqp, baseline).
+    pub accept_latency_ms: Percentiles,
     /// Requests the system refused or that could not be sent (not bookings).
     pub send_errors: u64,
     /// Baseline only: the ceiling in bookings per second.
@@ -158,6 +168,7 @@ impl Summary {
             failed: r.failed,
             lost: r.sent.saturating_sub(settled),
             latency_ms: Percentiles::of(&r.latency),
+            accept_latency_ms: Percentiles::of(&r.accept),
             send_errors: r.send_errors,
             bookings_per_s: None,
             settings,
@@ -203,7 +214,7 @@ mod tests {
     fn lost_is_sent_minus_settled_and_latency_is_from_intended_time() {
         let mut r = Recorder::default();
         for i in 0..4 {
-            r.sent(Duration::from_millis(i * 100));
+            r.sent(Duration::from_millis(i * 100), Duration::from_millis(2));
         }
         r.settled(true, Duration::from_millis(10), Duration::from_millis(110));
         r.settled(

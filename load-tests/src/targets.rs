@@ -405,3 +405,33 @@ mod tests {
         assert_eq!((0..10).filter(|i| in_share(*i, 1.0)).count(), 10);
     }
 }
+
+/// `GET /v1/flights` searches through the gateway: each answer is its own outcome,
+/// so the latency is the request's, from its intended send time.
+#[derive(Debug)]
+pub struct Search {
+    pub client: reqwest::Client,
+    pub base: String,
+    pub answered: tokio::sync::mpsc::UnboundedSender<(Uuid, bool, tokio::time::Instant)>,
+}
+
+impl Target for Search {
+    fn send(&self, _i: u64) -> BoxFuture<'_, anyhow::Result<Uuid>> {
+        Box::pin(async move {
+            let url = format!(
+                "{}/v1/flights?departureAirportCode=LDT&arrivalAirportCode=LDA&departureDate=2030-01-01&limit=20",
+                self.base
+            );
+            let response = self.client.get(url).send().await?;
+            anyhow::ensure!(
+                response.status() == 200,
+                "gateway answered {}",
+                response.status()
+            );
+            let _ = response.bytes().await?;
+            let id = Uuid::now_v7();
+            let _ = self.answered.send((id, true, tokio::time::Instant::now()));
+            Ok(id)
+        })
+    }
+}

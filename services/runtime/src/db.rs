@@ -122,3 +122,56 @@ pub async fn migrate(pool: &PgPool, schema: &str, migrator: &Migrator) -> anyhow
     conn.close().await?;
     result
 }
+
+/// Tables whose dead rows this process vacuums when they pile up.
+const MAINTAINED_SCHEMAS: &[&str] = &[
+    "messaging",
+    "catalog",
+    "booking",
+    "payment",
+    "loyalty",
+    "notify",
+    "gateway",
+];
+
+/// Vacuums the system's tables whose dead rows outnumber their live ones (and
+/// number over 10,000), every 10 s until `shutdown`.
+///
+/// The outbox is written and deleted at the rate of the traffic, and sagas are
+/// updated several times each: with autovacuum off or lagging (it is off on some
+/// machines this runs on), the relay's scans and the deadline sweep would wade
+/// through ever more dead rows. `VACUUM (SKIP_LOCKED)` lets several processes do
+/// this without waiting on each other.
+pub async fn maintain(pool: PgPool, shutdown: tokio_util::sync::CancellationToken) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(10)) => {}
+        }
+        let bloated: Vec<(String, String)> = match sqlx::query_as(
+            "SELECT schemaname::text, relname::text FROM pg_stat_user_tables
+              WHERE schemaname = ANY($1) AND n_dead_tup > 10000 AND n_dead_tup > n_live_tup",
+        )
+        .bind(MAINTAINED_SCHEMAS)
+        .fetch_all(&pool)
+        .await
+        {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::debug!(error = %e, "could not read table statistics");
+                continue;
+            }
+        };
+        for (schema, table) in bloated {
+            let sql = format!(
+                "VACUUM (SKIP_LOCKED, ANALYZE) {}.{}",
+                quote_ident(&schema),
+                quote_ident(&table)
+            );
+            match sqlx::raw_sql(&sql).execute(&pool).await {
+                Ok(_) => tracing::info!(table = %format!("{schema}.{table}"), "vacuumed"),
+                Err(e) => tracing::warn!(error = %e, table = %table, "vacuum failed"),
+            }
+        }
+    }
+}

@@ -157,6 +157,7 @@ pub async fn run_worker(
     // last commits wrote.
     let relay_stop = CancellationToken::new();
     let (relay, dispatcher) = start_outbox(rt, service, &tasks, &relay_stop).await?;
+    tasks.spawn(db::maintain(rt.pool.clone(), shutdown.clone()));
     for job in jobs {
         tasks.spawn(job(rt.clone(), Arc::clone(&relay), shutdown.clone()));
     }
