@@ -88,3 +88,20 @@ pub async fn get(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<Booki
         .map(from_row)
         .transpose()
 }
+
+/// Marks a CONFIRMED booking checked in (again: no change). Returns whether the
+/// booking is CONFIRMED.
+///
+/// # Errors
+/// Database errors.
+pub async fn check_in(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<bool> {
+    Ok(sqlx::query(
+        "UPDATE booking.bookings SET checked_in = true, updated_at = CASE WHEN checked_in THEN updated_at ELSE now() END
+          WHERE id = $1 AND state = 'CONFIRMED'",
+    )
+    .bind(id)
+    .execute(db)
+    .await?
+    .rows_affected()
+        == 1)
+}

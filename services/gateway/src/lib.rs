@@ -32,6 +32,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/bookings"),
     ("get", "/v1/bookings"),
     ("get", "/v1/bookings/{id}"),
+    ("post", "/v1/bookings/{id}/check-in"),
     ("get", "/v1/loyalty/{customerId}"),
     ("get", "/healthz"),
     ("get", "/openapi.json"),

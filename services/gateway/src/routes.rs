@@ -7,14 +7,16 @@ use airline_contracts::{Message, PaymentToken};
 use airline_runtime::outbox::{self, Cause};
 use airline_runtime::validation::{Fields, is_code3};
 use axum::body::Bytes;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::{AppState, OPENAPI, Problem};
@@ -27,6 +29,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/v1/flights/{id}", get(get_flight))
         .route("/v1/bookings", get(list_bookings).post(create_booking))
         .route("/v1/bookings/{id}", get(get_booking))
+        .route("/v1/bookings/{id}/check-in", post(check_in))
         .route("/v1/loyalty/{customer_id}", get(get_loyalty))
         .route("/openapi.json", get(openapi))
         .with_state(state.clone())
@@ -39,6 +42,48 @@ pub(crate) fn router(state: AppState) -> Router {
                 "this route does not take that method",
             )
         })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(request_context))
+}
+
+/// Request bodies larger than this are refused with 413.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// How long a request may take before it is answered 503.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Takes the caller's `x-request-id` (or makes one), logs the request under it,
+/// returns it, and bounds the request's time.
+async fn request_context(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(|| Uuid::now_v7().to_string(), str::to_owned);
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %request.method(),
+        path = %request.uri().path(),
+    );
+    let mut response =
+        match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request).instrument(span)).await {
+            Ok(response) => response,
+            Err(_) => Problem::plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Timed out",
+                "the request took too long; try again",
+            )
+            .into_response(),
+        };
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", v);
+    }
+    response
 }
 
 async fn openapi() -> Response {
@@ -178,14 +223,52 @@ async fn create_booking(
     else {
         return Err(Problem::field("(body)", "is incomplete"));
     };
+    let idempotency_key = idempotency_key(&headers)?;
     if flights::get(&s.rt.pool, flight_id).await?.is_none() {
         return Err(Problem::unprocessable(
             "outboundFlightId",
             format!("no flight {flight_id}"),
         ));
     }
-    let booking_id = Uuid::now_v7();
+    let mut booking_id = Uuid::now_v7();
     let requested_at = OffsetDateTime::now_utc();
+    let mut tx = s.rt.pool.begin().await?;
+    if let Some(key) = &idempotency_key {
+        let fingerprint =
+            fingerprint(&[&flight_id.to_string(), &customer_id, payment_token.expose()]);
+        // A concurrent request under the same key waits here for the first to
+        // commit, then reads its booking: one saga, whatever the race.
+        let claimed: Option<Uuid> = sqlx::query_scalar(
+            "INSERT INTO gateway.idempotency_keys (key, fingerprint, booking_id) VALUES ($1, $2, $3)
+             ON CONFLICT (key) DO NOTHING RETURNING booking_id",
+        )
+        .bind(key)
+        .bind(&fingerprint)
+        .bind(booking_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if claimed.is_none() {
+            let (first_fingerprint, first_booking): (String, Uuid) = sqlx::query_as(
+                "SELECT fingerprint, booking_id FROM gateway.idempotency_keys WHERE key = $1",
+            )
+            .bind(key)
+            .fetch_one(&mut *tx)
+            .await?;
+            tx.rollback().await?;
+            if first_fingerprint != fingerprint {
+                return Err(Problem::unprocessable(
+                    "Idempotency-Key",
+                    "was used before with another request body",
+                ));
+            }
+            booking_id = first_booking;
+            return Ok(created(
+                format!("/v1/bookings/{booking_id}"),
+                json!({ "id": booking_id, "status": "PENDING" }),
+                StatusCode::ACCEPTED,
+            ));
+        }
+    }
     let message = Message::BookingRequested(BookingRequested {
         booking_id,
         outbound_flight_id: flight_id,
@@ -193,7 +276,6 @@ async fn create_booking(
         payment_token,
         requested_at,
     });
-    let mut tx = s.rt.pool.begin().await?;
     sqlx::query(
         "INSERT INTO gateway.booking_requests (id, customer_id, outbound_flight_id, created_at)
          VALUES ($1, $2, $3, $4)",
@@ -215,6 +297,67 @@ async fn create_booking(
         json!({ "id": booking_id, "status": "PENDING" }),
         StatusCode::ACCEPTED,
     ))
+}
+
+/// The `Idempotency-Key` header, if sent: 1 to 255 visible ASCII characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()))
+        .map(|k| Some(k.to_owned()))
+        .ok_or_else(|| {
+            Problem::field(
+                "Idempotency-Key",
+                "must be 1 to 255 visible ASCII characters",
+            )
+        })
+}
+
+/// A SHA-256 of the request's fields: compares bodies without keeping the card token.
+fn fingerprint(fields: &[&str]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    for f in fields {
+        hash.update(f.as_bytes());
+        hash.update([0]);
+    }
+    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+async fn check_in(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<BookingView>> {
+    let id = path_uuid("id", &id)?;
+    let Some(view) = views::get(&s.rt.pool, id).await? else {
+        return Err(Problem::not_found(format!("no booking {id}")));
+    };
+    if view.status != "CONFIRMED" {
+        return Err(Problem::plain(
+            StatusCode::CONFLICT,
+            "Cannot check in",
+            format!(
+                "booking {id} is {}; only a CONFIRMED booking can check in",
+                view.status
+            ),
+        ));
+    }
+    let departure = flights::get(&s.rt.pool, view.outbound_flight_id)
+        .await?
+        .map(|f| f.departure_date);
+    if departure.is_none_or(|d| d <= OffsetDateTime::now_utc()) {
+        return Err(Problem::plain(
+            StatusCode::CONFLICT,
+            "Cannot check in",
+            format!("the flight of booking {id} has departed"),
+        ));
+    }
+    views::check_in(&s.rt.pool, id).await?;
+    views::get(&s.rt.pool, id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| Problem::not_found(format!("no booking {id}")))
 }
 
 async fn get_booking(

@@ -264,3 +264,131 @@ async fn health_and_openapi_are_served() {
         .expect("sent");
     problem(response, 413).await;
 }
+
+async fn post_with_key(app: &TestApp, key: &str, body: &Value) -> reqwest::Response {
+    app.http
+        .post(app.url("/v1/bookings"))
+        .header("idempotency-key", key)
+        .json(body)
+        .send()
+        .await
+        .expect("sent")
+}
+
+#[tokio::test]
+async fn an_idempotency_key_starts_one_saga_however_often_it_is_sent() {
+    let app = spawn_app().await;
+    let flight = app.create_flight(5).await;
+    let body = json!({ "outboundFlightId": flight, "customerId": "cust-idem", "paymentToken": "tok_visa" });
+
+    let answers =
+        futures_util::future::join_all((0..5).map(|_| post_with_key(&app, "order-42", &body)))
+            .await;
+    let mut ids = Vec::new();
+    for answer in answers {
+        assert_eq!(answer.status(), 202);
+        let b: Value = answer.json().await.expect("json");
+        ids.push(b["id"].as_str().expect("id").to_owned());
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "every answer names the same booking");
+    let booking: Uuid = ids[0].parse().expect("uuid");
+    assert_eq!(app.settled(booking).await["status"], "CONFIRMED");
+    let again: Value = post_with_key(&app, "order-42", &body)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(again["id"], ids[0]);
+    assert_eq!(list(&app, "customerId=cust-idem").await.len(), 1);
+    assert_eq!(app.seats_left(flight).await, 4);
+
+    let mut other = body.clone();
+    other["paymentToken"] = json!("tok_mastercard");
+    let p = problem(post_with_key(&app, "order-42", &other).await, 422).await;
+    assert!(names_field(&p, "Idempotency-Key"), "{p}");
+    let bad = app
+        .http
+        .post(app.url("/v1/bookings"))
+        .header("idempotency-key", "")
+        .json(&body)
+        .send()
+        .await
+        .expect("sent");
+    assert!(names_field(&problem(bad, 400).await, "Idempotency-Key"));
+}
+
+#[tokio::test]
+async fn only_a_confirmed_booking_checks_in() {
+    let app = spawn_app().await;
+    let flight = app.create_flight(5).await;
+    let ok = app.book(flight, "cust-checkin", "tok_visa").await;
+    let declined = app.book(flight, "cust-checkin", "tok_chargeDeclined").await;
+    app.settled(ok).await;
+    app.settled(declined).await;
+
+    for _ in 0..2 {
+        let response = app
+            .http
+            .post(app.url(&format!("/v1/bookings/{ok}/check-in")))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status(), 200);
+        let b: Value = response.json().await.expect("json");
+        assert_eq!(b["checkedIn"], true);
+    }
+    assert_eq!(
+        app.get_json(&format!("/v1/bookings/{ok}")).await["checkedIn"],
+        true
+    );
+    let refused = app
+        .http
+        .post(app.url(&format!("/v1/bookings/{declined}/check-in")))
+        .send()
+        .await
+        .expect("sent");
+    let p = problem(refused, 409).await;
+    assert!(
+        p["detail"].as_str().is_some_and(|d| d.contains("FAILED")),
+        "{p}"
+    );
+    let unknown = app
+        .http
+        .post(app.url(&format!("/v1/bookings/{}/check-in", Uuid::now_v7())))
+        .send()
+        .await
+        .expect("sent");
+    problem(unknown, 404).await;
+}
+
+#[tokio::test]
+async fn request_ids_are_taken_or_made_and_always_returned() {
+    let app = spawn_app().await;
+    let given = app
+        .http
+        .get(app.url("/healthz"))
+        .header("x-request-id", "trace-me-123")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(given.headers()["x-request-id"], "trace-me-123");
+    let made = app.get("/v1/flights").await;
+    let id = made.headers()["x-request-id"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert!(Uuid::parse_str(&id).is_ok(), "{id}");
+    let error = app.get("/v1/nowhere").await;
+    assert!(error.headers().contains_key("x-request-id"));
+    let big = format!("{{\"customerId\": \"{}\"}}", "x".repeat(70 * 1024));
+    let response = app
+        .http
+        .post(app.url("/v1/bookings"))
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .expect("sent");
+    problem(response, 413).await;
+}
