@@ -382,7 +382,7 @@ async fn sweep_deadlines(
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(Duration::from_millis(250)) => {}
         }
-        if !rt.connection.status().connected() {
+        if !rt.broker.connected() {
             broker_down_since.get_or_insert_with(tokio::time::Instant::now);
             continue;
         }

@@ -76,7 +76,7 @@ pub async fn run_all(
 /// When the broker refuses.
 pub async fn teardown(rt: &Runtime) -> anyhow::Result<usize> {
     use airline_contracts::topology::{COMMANDS_EXCHANGE, DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE};
-    let channel = rt.connection.create_channel().await?;
+    let channel = rt.broker.create_channel().await?;
     let queues = airline_runtime::broker::declared_queues(&rt.names, &rt.config);
     for q in &queues {
         channel

@@ -1,6 +1,7 @@
 //! RabbitMQ: the connection (automatic recovery on), the topology, and publishing
 //! with confirms.
 
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use airline_contracts::topology::{
@@ -42,9 +43,17 @@ pub async fn connect(url: &str, connection_name: &str) -> anyhow::Result<Connect
         .retry(retry)
         .await
         .with_context(|| format!("cannot reach RabbitMQ at {shown}"))?;
+    // Reconnect after an outage within two seconds of the broker's return, however
+    // long it lasted: the client's default gives up after 16 ever longer waits.
     let props = ConnectionProperties::default()
         .with_connection_name(connection_name.into())
-        .enable_auto_recover();
+        .enable_auto_recover()
+        .configure_backoff(|b| {
+            b.with_min_delay(Duration::from_millis(100))
+                .with_max_delay(Duration::from_secs(2))
+                .with_jitter()
+                .without_max_times()
+        });
     tokio::time::timeout(Duration::from_secs(15), Connection::connect(url, props))
         .await
         .map_err(|_| anyhow::anyhow!("timed out"))
@@ -319,11 +328,120 @@ pub fn envelope_for(
     }
 }
 
+/// The process's broker connection. The client recovers a broken connection by
+/// itself; if it has not within [`RECOVERY_PATIENCE`], the watchdog replaces it with a
+/// new one, and consumers and publishers move to it as they reopen their channels.
+#[derive(Clone)]
+pub struct Broker {
+    current: Arc<RwLock<Arc<Connection>>>,
+    url: Arc<str>,
+    name: Arc<str>,
+}
+
+/// How long a connection may stay down before the watchdog replaces it.
+pub const RECOVERY_PATIENCE: Duration = Duration::from_secs(8);
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("connected", &self.connected())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Broker {
+    /// Connects (see [`connect`]).
+    ///
+    /// # Errors
+    /// One line naming the URL and what went wrong.
+    pub async fn connect(url: &str, name: &str) -> anyhow::Result<Self> {
+        Ok(Self {
+            current: Arc::new(RwLock::new(Arc::new(connect(url, name).await?))),
+            url: url.into(),
+            name: name.into(),
+        })
+    }
+
+    /// The connection in use.
+    #[must_use]
+    pub fn connection(&self) -> Arc<Connection> {
+        Arc::clone(&self.current.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Whether the connection in use is up.
+    #[must_use]
+    pub fn connected(&self) -> bool {
+        self.connection().status().connected()
+    }
+
+    /// Opens a channel on the connection in use.
+    ///
+    /// # Errors
+    /// When the connection is down.
+    pub async fn create_channel(&self) -> lapin::Result<Channel> {
+        self.connection().create_channel().await
+    }
+
+    /// Replaces a connection that stays down longer than [`RECOVERY_PATIENCE`],
+    /// until `shutdown`.
+    pub async fn watch(self, shutdown: tokio_util::sync::CancellationToken) {
+        let mut down_since: Option<tokio::time::Instant> = None;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+            if self.connected() {
+                down_since = None;
+                continue;
+            }
+            let since = *down_since.get_or_insert_with(tokio::time::Instant::now);
+            if since.elapsed() < RECOVERY_PATIENCE {
+                continue;
+            }
+            match connect(&self.url, &self.name).await {
+                Ok(fresh) => {
+                    let old = std::mem::replace(
+                        &mut *self.current.write().unwrap_or_else(PoisonError::into_inner),
+                        Arc::new(fresh),
+                    );
+                    tracing::warn!("the broker connection did not recover by itself; replaced it");
+                    let _ = old.close(200, "replaced".into()).await;
+                    down_since = None;
+                }
+                Err(e) => tracing::warn!(error = format!("{e:#}"), "broker still unreachable"),
+            }
+        }
+    }
+
+    /// Closes the connection in use.
+    pub async fn close(&self) {
+        let _ = self.connection().close(200, "shutting down".into()).await;
+    }
+}
+
 /// A channel in confirm mode. Every publish is `mandatory`: a message the broker
-/// cannot route comes back and is an error, never a silent loss.
-#[derive(Debug, Clone)]
+/// cannot route comes back and is an error, never a silent loss. When its channel
+/// breaks and the client's own recovery does not bring it back within a few
+/// seconds, the next failed publish opens a new one.
+#[derive(Clone)]
 pub struct Publisher {
-    channel: Channel,
+    broker: Broker,
+    channel: Arc<Mutex<Channel>>,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher").finish_non_exhaustive()
+    }
+}
+
+async fn confirm_channel(connection: &Connection) -> anyhow::Result<Channel> {
+    let channel = connection.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    Ok(channel)
 }
 
 impl Publisher {
@@ -331,12 +449,20 @@ impl Publisher {
     ///
     /// # Errors
     /// When the channel cannot be opened.
-    pub async fn open(connection: &Connection) -> anyhow::Result<Self> {
-        let channel = connection.create_channel().await?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
-        Ok(Self { channel })
+    pub async fn open(broker: &Broker) -> anyhow::Result<Self> {
+        Ok(Self {
+            channel: Arc::new(Mutex::new(confirm_channel(&broker.connection()).await?)),
+            broker: broker.clone(),
+        })
+    }
+
+    /// The channel in use.
+    #[must_use]
+    pub fn channel(&self) -> Channel {
+        self.channel
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Publishes every envelope, then waits for all their confirms (pipelined: one
@@ -346,48 +472,74 @@ impl Publisher {
     /// When any message is nacked or returned unroutable, or the channel fails; the
     /// caller must treat the whole batch as unsent (consumers de-duplicate).
     pub async fn publish_all(&self, envelopes: &[Envelope]) -> anyhow::Result<()> {
-        let mut pending = Vec::with_capacity(envelopes.len());
-        for e in envelopes {
-            let confirm = self
-                .channel
-                .basic_publish(
-                    ShortString::from(e.exchange.as_str()),
-                    ShortString::from(e.routing_key.as_str()),
-                    BasicPublishOptions {
-                        mandatory: true,
-                        ..BasicPublishOptions::default()
-                    },
-                    &e.body,
-                    e.properties.clone(),
-                )
-                .await
-                .with_context(|| format!("publishing to {} / {}", e.exchange, e.routing_key))?;
-            pending.push((e, confirm));
+        let channel = self.channel();
+        let result = publish_on(&channel, envelopes).await;
+        if result.is_err() {
+            self.heal(&channel).await;
         }
-        for (e, confirm) in pending {
-            let confirmation = confirm.await.context("waiting for a publisher confirm")?;
-            if confirmation.is_nack() {
-                anyhow::bail!(
-                    "the broker refused (nack) a message to {} / {}",
-                    e.exchange,
-                    e.routing_key
-                );
-            }
-            if let Some(returned) = confirmation.take_message() {
-                anyhow::bail!(
-                    "unroutable message to {} / {}: {}",
-                    e.exchange,
-                    e.routing_key,
-                    returned.reply_text
-                );
-            }
-        }
-        Ok(())
+        result
     }
 
-    /// The underlying channel.
-    #[must_use]
-    pub fn channel(&self) -> &Channel {
-        &self.channel
+    /// After a failure: if the channel is broken, give the client's recovery five
+    /// seconds, then open a new channel if the connection is up.
+    async fn heal(&self, failed: &Channel) {
+        for _ in 0..20 {
+            if failed.status().connected() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        if !self.broker.connected() {
+            return;
+        }
+        match confirm_channel(&self.broker.connection()).await {
+            Ok(fresh) => {
+                *self.channel.lock().unwrap_or_else(PoisonError::into_inner) = fresh;
+                let _ = failed.close(200, "replaced".into()).await;
+                tracing::info!("publishing channel replaced after a failure");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not open a new publishing channel; will try again")
+            }
+        }
     }
+}
+
+async fn publish_on(channel: &Channel, envelopes: &[Envelope]) -> anyhow::Result<()> {
+    let mut pending = Vec::with_capacity(envelopes.len());
+    for e in envelopes {
+        let confirm = channel
+            .basic_publish(
+                ShortString::from(e.exchange.as_str()),
+                ShortString::from(e.routing_key.as_str()),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                },
+                &e.body,
+                e.properties.clone(),
+            )
+            .await
+            .with_context(|| format!("publishing to {} / {}", e.exchange, e.routing_key))?;
+        pending.push((e, confirm));
+    }
+    for (e, confirm) in pending {
+        let confirmation = confirm.await.context("waiting for a publisher confirm")?;
+        if confirmation.is_nack() {
+            anyhow::bail!(
+                "the broker refused (nack) a message to {} / {}",
+                e.exchange,
+                e.routing_key
+            );
+        }
+        if let Some(returned) = confirmation.take_message() {
+            anyhow::bail!(
+                "unroutable message to {} / {}: {}",
+                e.exchange,
+                e.routing_key,
+                returned.reply_text
+            );
+        }
+    }
+    Ok(())
 }

@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use airline_contracts::topology::DEAD_LETTER_EXCHANGE;
 use airline_contracts::{Message, Names, QueueSpec};
+use anyhow::Context as _;
 use async_trait::async_trait;
 use futures_util::StreamExt as _;
-use lapin::Connection;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
@@ -188,7 +188,7 @@ pub fn is_unavailable(error: &HandlerError) -> bool {
 #[derive(Clone)]
 pub struct ConsumerContext {
     /// The broker connection.
-    pub connection: Arc<Connection>,
+    pub broker: crate::broker::Broker,
     /// The database.
     pub pool: PgPool,
     /// Broker names.
@@ -224,23 +224,7 @@ pub async fn run_consumer(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let queue_name = ctx.names.resolve(queue.name);
-    let channel = ctx.connection.create_channel().await?;
-    // Prefetch bounds how many deliveries this consumer handles at once: each is
-    // handled in its own task, and each holds one database connection while it runs.
-    channel
-        .basic_qos(ctx.prefetch, BasicQosOptions::default())
-        .await?;
-    let dead_letters = Publisher::open(&ctx.connection).await?;
-    let mut deliveries = channel
-        .basic_consume(
-            queue_name.clone().into(),
-            format!("{}-{}-{}", ctx.service, std::process::id(), queue.name).into(),
-            // Manual acknowledgement: a delivery is acked after its commit.
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    tracing::info!(queue = %queue_name, service = ctx.service, "consuming");
+    let dead_letters = Publisher::open(&ctx.broker).await?;
     let tracker = TaskTracker::new();
     let worker = Arc::new(QueueWorker {
         retry: ctx.config.retry_for(queue.name),
@@ -248,36 +232,106 @@ pub async fn run_consumer(
         queue_name: queue_name.clone(),
         dead_letters: dead_letters.clone(),
         shutdown: shutdown.clone(),
-        ctx,
+        ctx: ctx.clone(),
         queue,
         handler,
     });
-    loop {
-        let next = tokio::select! {
-            () = shutdown.cancelled() => break,
-            next = deliveries.next() => next,
-        };
-        match next {
-            None => break,
-            Some(Err(e)) => {
-                tracing::warn!(queue = %queue_name, error = %e, "consumer interrupted; waiting for the connection to recover");
-                channel.wait_for_recovery(e).await?;
+    let mut channel = None;
+    let mut started = false;
+    while !shutdown.is_cancelled() {
+        let (current, mut deliveries) = match subscribe(&ctx, &queue_name, queue).await {
+            Ok(subscribed) => subscribed,
+            // At start a consumer that cannot subscribe is a configuration error.
+            Err(e) if !started => return Err(e),
+            Err(e) => {
+                tracing::warn!(queue = %queue_name, error = format!("{e:#}"), "cannot subscribe; will try again");
+                pause(&shutdown, Duration::from_secs(1)).await;
+                continue;
             }
-            Some(Ok(delivery)) => {
-                let worker = Arc::clone(&worker);
-                tracker.spawn(async move { worker.on_delivery(delivery).await });
+        };
+        started = true;
+        loop {
+            let next = tokio::select! {
+                () = shutdown.cancelled() => break,
+                next = deliveries.next() => next,
+            };
+            match next {
+                Some(Ok(delivery)) => {
+                    let worker = Arc::clone(&worker);
+                    tracker.spawn(async move { worker.on_delivery(delivery).await });
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(queue = %queue_name, error = %e, "consumer interrupted; waiting for the connection to recover");
+                    // The client recovers the connection, channel and consumer by
+                    // itself; if that does not happen in time, subscribe afresh.
+                    match tokio::time::timeout(
+                        Duration::from_secs(15),
+                        current.wait_for_recovery(e),
+                    )
+                    .await
+                    {
+                        Ok(Ok(())) => {}
+                        _ => break,
+                    }
+                }
+                None => {
+                    tracing::warn!(queue = %queue_name, "the broker cancelled the consumer; subscribing again");
+                    break;
+                }
             }
         }
+        if shutdown.is_cancelled() {
+            channel = Some(current);
+            break;
+        }
+        let _ = current.close(200, "resubscribing".into()).await;
+        pause(&shutdown, Duration::from_secs(1)).await;
     }
+    // In-flight deliveries are finished and acked before the channel closes.
     tracker.close();
     tracker.wait().await;
-    let _ = channel.close(200, "shutting down".into()).await;
+    if let Some(channel) = channel {
+        let _ = channel.close(200, "shutting down".into()).await;
+    }
     let _ = dead_letters
         .channel()
         .close(200, "shutting down".into())
         .await;
     tracing::info!(queue = %queue_name, "consumer stopped");
     Ok(())
+}
+
+async fn pause(shutdown: &CancellationToken, how_long: Duration) {
+    tokio::select! {
+        () = tokio::time::sleep(how_long) => {},
+        () = shutdown.cancelled() => {},
+    }
+}
+
+/// Opens a channel with the consumer's prefetch and subscribes to `queue`.
+async fn subscribe(
+    ctx: &ConsumerContext,
+    queue_name: &str,
+    queue: &QueueSpec,
+) -> anyhow::Result<(lapin::Channel, lapin::Consumer)> {
+    let channel = ctx.broker.create_channel().await?;
+    // Prefetch bounds how many deliveries this consumer handles at once: each is
+    // handled in its own task, and each holds one database connection while it runs.
+    channel
+        .basic_qos(ctx.prefetch, BasicQosOptions::default())
+        .await?;
+    let deliveries = channel
+        .basic_consume(
+            queue_name.into(),
+            format!("{}-{}-{}", ctx.service, std::process::id(), queue.name).into(),
+            // Manual acknowledgement: a delivery is acked after its commit.
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .with_context(|| format!("subscribing to {queue_name}"))?;
+    tracing::info!(queue = %queue_name, service = ctx.service, "consuming");
+    Ok((channel, deliveries))
 }
 
 /// A delivery that could not be handled, and why.

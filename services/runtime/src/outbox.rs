@@ -166,7 +166,7 @@ impl Dispatcher {
 /// # Errors
 /// When the publishing channel cannot be opened.
 pub async fn start_dispatcher(
-    connection: &lapin::Connection,
+    broker: &crate::broker::Broker,
     pool: PgPool,
     names: Names,
     producer: &str,
@@ -175,7 +175,7 @@ pub async fn start_dispatcher(
     let (confirmed, rx) = mpsc::unbounded_channel();
     tasks.spawn(run_deleter(pool, rx));
     Ok(Dispatcher {
-        publisher: Publisher::open(connection).await?,
+        publisher: Publisher::open(broker).await?,
         names,
         producer: producer.to_owned(),
         confirmed,
@@ -254,12 +254,6 @@ pub async fn run_relay(
                 Err(e) => {
                     failures += 1;
                     tracing::warn!(producer = %producer, error = format!("{e:#}"), failures, "outbox relay failed; will retry");
-                    if let Some(lapin_error) = e.downcast_ref::<lapin::Error>() {
-                        let _ = publisher
-                            .channel()
-                            .wait_for_recovery(lapin_error.clone())
-                            .await;
-                    }
                     let backoff = Duration::from_millis(100 * u64::from(failures.min(50)));
                     tokio::select! {
                         () = tokio::time::sleep(backoff) => {},

@@ -9,7 +9,6 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
-use lapin::Connection;
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use tokio::sync::Notify;
@@ -28,8 +27,9 @@ pub struct Runtime {
     pub config: Config,
     /// The database pool.
     pub pool: PgPool,
-    /// The broker connection (automatic recovery on).
-    pub connection: Arc<Connection>,
+    /// The broker connection (automatic recovery on, and a watchdog).
+    pub broker: broker::Broker,
+    watchdog: CancellationToken,
     /// Broker names under the configured prefix.
     pub names: Names,
 }
@@ -51,15 +51,20 @@ impl Runtime {
     pub async fn start(config: Config, process_name: &str) -> anyhow::Result<Self> {
         let pool = db::connect(&config.database_url, config.db_pool).await?;
         db::migrate(&pool, "messaging", &db::MESSAGING_MIGRATIONS).await?;
-        let connection = broker::connect(&config.amqp_url, process_name).await?;
+        let broker = broker::Broker::connect(&config.amqp_url, process_name).await?;
         let names = Names::new(config.prefix.clone());
-        let channel = connection.create_channel().await?;
+        let channel = broker.create_channel().await?;
         broker::declare_topology(&channel, &names, &config).await?;
         let _ = channel.close(200, "topology declared".into()).await;
         Ok(Self {
             config,
             pool,
-            connection: Arc::new(connection),
+            watchdog: {
+                let watchdog = CancellationToken::new();
+                tokio::spawn(broker.clone().watch(watchdog.clone()));
+                watchdog
+            },
+            broker,
             names,
         })
     }
@@ -74,7 +79,8 @@ impl Runtime {
 
     /// Closes the broker connection and the pool.
     pub async fn close(&self) {
-        let _ = self.connection.close(200, "shutting down".into()).await;
+        self.watchdog.cancel();
+        self.broker.close().await;
         self.pool.close().await;
     }
 }
@@ -106,7 +112,7 @@ pub async fn start_outbox(
 ) -> anyhow::Result<(RelaySignal, Dispatcher)> {
     let relay = start_relay(rt, producer, tasks, relay_stop).await?;
     let dispatcher = start_dispatcher(
-        &rt.connection,
+        &rt.broker,
         rt.pool.clone(),
         rt.names.clone(),
         producer,
@@ -127,7 +133,7 @@ pub async fn start_relay(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<RelaySignal> {
     let signal: RelaySignal = Arc::new(Notify::new());
-    let publisher = Publisher::open(&rt.connection).await?;
+    let publisher = Publisher::open(&rt.broker).await?;
     tasks.spawn(run_relay(
         rt.pool.clone(),
         publisher,
@@ -162,7 +168,7 @@ pub async fn run_worker(
         tasks.spawn(job(rt.clone(), Arc::clone(&relay), shutdown.clone()));
     }
     let ctx = ConsumerContext {
-        connection: Arc::clone(&rt.connection),
+        broker: rt.broker.clone(),
         pool: rt.pool.clone(),
         names: rt.names.clone(),
         service,
@@ -203,7 +209,7 @@ pub fn health_router(rt: Runtime) -> Router {
 }
 
 async fn healthz(State(rt): State<Runtime>) -> (StatusCode, axum::Json<serde_json::Value>) {
-    let broker = rt.connection.status().connected();
+    let broker = rt.broker.connected();
     let database = tokio::time::timeout(
         Duration::from_secs(2),
         sqlx::query("SELECT 1").execute(&rt.pool),

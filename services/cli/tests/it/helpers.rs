@@ -63,6 +63,8 @@ pub async fn spawn_bare(configure: impl FnOnce(&mut Config)) -> TestApp {
 }
 
 async fn spawn(configure: impl FnOnce(&mut Config), run_services: bool) -> TestApp {
+    // Logs show with --nocapture, filtered by RUST_LOG.
+    airline_runtime::telemetry::init();
     let id = Uuid::new_v4().simple().to_string();
     let database = format!("airline_test_{id}");
     let mut config = Config {
@@ -265,7 +267,7 @@ impl TestApp {
 
     /// Publishes envelopes straight onto the broker, as an upstream system would.
     pub async fn publish(&self, envelopes: &[Envelope]) {
-        let publisher = Publisher::open(&self.rt.connection).await.expect("channel");
+        let publisher = Publisher::open(&self.rt.broker).await.expect("channel");
         publisher.publish_all(envelopes).await.expect("published");
         let _ = publisher.channel().close(200, "done".into()).await;
     }
@@ -282,7 +284,7 @@ impl TestApp {
 
     /// Waits for one message in queue `dlq` (a broker name); returns it.
     pub async fn dead_letter_from(&self, dlq: &str) -> lapin::message::BasicGetMessage {
-        let channel = self.rt.connection.create_channel().await.expect("channel");
+        let channel = self.rt.broker.create_channel().await.expect("channel");
         let dlq = dlq.to_owned();
         let message = self
             .eventually(&format!("a dead letter in {dlq}"), || async {
@@ -359,7 +361,7 @@ impl TestApp {
 
     /// A queue that receives a copy of every message published in this namespace.
     pub async fn tap(&self) -> Tap {
-        let channel = self.rt.connection.create_channel().await.expect("channel");
+        let channel = self.rt.broker.create_channel().await.expect("channel");
         let queue = channel
             .queue_declare(
                 "".into(),

@@ -196,7 +196,7 @@ async fn a_process_killed_mid_run_loses_nothing_and_doubles_nothing() {
         (rows == confirmed).then_some(())
     })
     .await;
-    let channel = app.rt.connection.create_channel().await.expect("channel");
+    let channel = app.rt.broker.create_channel().await.expect("channel");
     for queue in airline_contracts::QUEUES {
         let name = if queue.consumer == airline_contracts::topology::PARKING {
             app.names.resolve(queue.name)
