@@ -67,7 +67,8 @@ fn main() -> ExitCode {
                 let listener = bind(&rt.config).await?;
                 airline::migrate_all(&rt).await?;
                 if !no_seed {
-                    airline::seed(&rt).await?;
+                    let n = airline::seed(&rt).await?;
+                    tracing::info!(flights = n, "demo flights present (a1000000-0000-4000-8000-00000000000N)");
                 }
                 tracing::info!(addr = %rt.config.http_addr, "airline is up: gateway and five workers; Ctrl-C to stop");
                 airline::run_all(&rt, listener, shutdown).await?;

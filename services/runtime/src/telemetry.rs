@@ -7,8 +7,11 @@ use tracing_subscriber::EnvFilter;
 pub fn init() {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,lapin=warn,amq_protocol=warn"));
+    use std::io::IsTerminal as _;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // Colours on a terminal only, not in log files.
+        .with_ansi(std::io::stdout().is_terminal())
         .with_target(true)
         .try_init();
 }
