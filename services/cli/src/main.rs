@@ -68,7 +68,10 @@ fn main() -> ExitCode {
                 airline::migrate_all(&rt).await?;
                 if !no_seed {
                     let n = airline::seed(&rt).await?;
-                    tracing::info!(flights = n, "demo flights present (a1000000-0000-4000-8000-00000000000N)");
+                    tracing::info!(
+                        flights = n,
+                        "demo flights present (a1000000-0000-4000-8000-00000000000N)"
+                    );
                 }
                 tracing::info!(addr = %rt.config.http_addr, "airline is up: gateway and five workers; Ctrl-C to stop");
                 airline::run_all(&rt, listener, shutdown).await?;

@@ -263,3 +263,98 @@ async fn sigterm_stops_the_system_cleanly() {
     let _ = system.child.kill();
     let _ = system.child.wait();
 }
+
+fn postgres(action: &str) {
+    let version = std::fs::read_dir("/etc/postgresql")
+        .expect("a local PostgreSQL cluster")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .max()
+        .expect("a version");
+    let status = Command::new("pg_ctlcluster")
+        .args([
+            "--skip-systemctl-redirect",
+            &version,
+            "main",
+            action,
+            "-m",
+            "fast",
+        ])
+        .stdout(Stdio::null())
+        .status()
+        .expect("pg_ctlcluster runs");
+    assert!(status.success(), "pg_ctlcluster {action}");
+}
+
+/// PostgreSQL stops under the workers: deliveries are held, never acked unprocessed
+/// nor dead-lettered, and the bookings complete once it is back.
+#[tokio::test]
+async fn deliveries_wait_for_the_database_and_complete_when_it_returns() {
+    let app = spawn_app().await;
+    let flight = app.create_flight(10).await;
+    let warm = app.book(flight, "cust-db-warm", "tok_visa").await;
+    app.settled(warm).await;
+    let requests: Vec<airline_contracts::Message> = (0..3)
+        .map(|i| {
+            airline_contracts::Message::BookingRequested(
+                airline_contracts::messages::BookingRequested {
+                    booking_id: Uuid::now_v7(),
+                    outbound_flight_id: flight,
+                    customer_id: format!("cust-db-{i}"),
+                    payment_token: airline_contracts::PaymentToken::parse("tok_visa")
+                        .expect("token"),
+                    requested_at: time::OffsetDateTime::now_utc(),
+                },
+            )
+        })
+        .collect();
+
+    postgres("stop");
+    let envelopes: Vec<_> = requests
+        .iter()
+        .map(|m| app.envelope(m, &Uuid::now_v7().to_string()))
+        .collect();
+    app.publish(&envelopes).await;
+    // The consumer takes the deliveries (none left ready) while the database is away.
+    let channel = app.rt.broker.create_channel().await.expect("channel");
+    let ready = || async {
+        channel
+            .queue_declare(
+                app.names.resolve("booking.requested").into(),
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                Default::default(),
+            )
+            .await
+            .expect("the queue exists")
+            .message_count()
+    };
+    app.eventually("the deliveries to be taken", || async {
+        (ready().await == 0).then_some(())
+    })
+    .await;
+    postgres("start");
+
+    for m in &requests {
+        assert_eq!(app.settled(m.booking_id()).await["status"], "CONFIRMED");
+    }
+    assert_eq!(app.seats_left(flight).await, 6);
+    let dlq = channel
+        .queue_declare(
+            app.names.dlq("booking.requested").into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await
+        .expect("the DLQ exists");
+    assert_eq!(
+        dlq.message_count(),
+        0,
+        "nothing was dead-lettered for the outage"
+    );
+}
