@@ -2,6 +2,8 @@
 //! [`run_all`], which runs the gateway and the five workers together (`airline up`,
 //! and the integration tests).
 
+pub mod audit;
+
 use airline_runtime::Runtime;
 use airline_runtime::service::{HandlersFn, JobFn, run_worker};
 use tokio::net::TcpListener;

@@ -27,6 +27,13 @@ enum Command {
     Migrate,
     /// Create the demo flights (idempotent).
     Seed,
+    /// Check the books (seats, money, loyalty, sagas, messages) and exit 1 naming
+    /// every violation. Run it when no booking is in flight.
+    Audit {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Delete every queue and exchange under AIRLINE_PREFIX, messages included
     /// (for throw-away namespaces: tests, smoke runs).
     Teardown {
@@ -55,6 +62,19 @@ fn main() -> ExitCode {
                 airline::migrate_all(&rt).await?;
                 let n = airline::seed(&rt).await?;
                 println!("{n} demo flights present");
+            }
+            Command::Audit { json } => {
+                let report = airline::audit::audit(&rt.pool).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                } else {
+                    print!("{}", airline::audit::render(&report));
+                }
+                anyhow::ensure!(
+                    report.ok,
+                    "{} invariant violation(s)",
+                    report.violations.len()
+                );
             }
             Command::Teardown { .. } => {
                 let n = airline::teardown(&rt).await?;

@@ -1,6 +1,7 @@
 //! Integration tests of the whole pipeline against the real RabbitMQ and PostgreSQL.
 //! Each test runs its own system in its own database and broker namespace.
 
+mod audit;
 mod failures;
 mod helpers;
 mod http;

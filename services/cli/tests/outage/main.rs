@@ -196,6 +196,10 @@ async fn a_process_killed_mid_run_loses_nothing_and_doubles_nothing() {
         (rows == confirmed).then_some(())
     })
     .await;
+    let audit = airline::audit::audit(&app.rt.pool)
+        .await
+        .expect("audit runs");
+    assert!(audit.ok, "{}", airline::audit::render(&audit));
     let channel = app.rt.broker.create_channel().await.expect("channel");
     for queue in airline_contracts::QUEUES {
         let name = if queue.consumer == airline_contracts::topology::PARKING {

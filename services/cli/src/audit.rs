@@ -1,0 +1,170 @@
+//! `airline audit`: checks the books. Run it when the pipeline has drained (no
+//! booking in flight): every check below is an invariant of a quiet system.
+
+use serde::Serialize;
+use sqlx::PgPool;
+
+/// One broken invariant.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Violation {
+    /// Which check: `seats`, `money`, `loyalty`, `sagas`, `messages`.
+    pub check: &'static str,
+    /// What is wrong, naming the flight, booking or customer.
+    pub detail: String,
+}
+
+/// What the audit found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub ok: bool,
+    pub violations: Vec<Violation>,
+    pub stats: Stats,
+}
+
+/// Sizes worth watching.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stats {
+    pub bookings: i64,
+    pub confirmed: i64,
+    pub failed: i64,
+    pub in_flight: i64,
+    pub inbox_rows: i64,
+    pub outbox_rows: i64,
+    pub duplicates_absorbed: i64,
+}
+
+/// Each check: a name, and a query returning one text row per violation.
+const CHECKS: &[(&str, &str)] = &[
+    (
+        "seats",
+        "SELECT format('flight %s: %s seats taken but %s bookings hold one', f.id, f.seats_total - f.seats_left, count(r.booking_id))
+           FROM catalog.flights f
+           LEFT JOIN catalog.seat_reservations r ON r.flight_id = f.id AND r.status = 'reserved'
+          GROUP BY f.id, f.seats_total, f.seats_left
+         HAVING f.seats_total - f.seats_left <> count(r.booking_id)",
+    ),
+    (
+        "seats",
+        "SELECT format('booking %s is %s but still holds a seat on flight %s', b.id, b.state, r.flight_id)
+           FROM catalog.seat_reservations r JOIN booking.bookings b ON b.id = r.booking_id
+          WHERE r.status = 'reserved' AND b.state = 'FAILED'
+            AND b.failure_reason IS DISTINCT FROM 'COMPENSATION_FAILED'",
+    ),
+    (
+        "seats",
+        "SELECT format('booking %s is CONFIRMED without a seat', b.id)
+           FROM booking.bookings b
+           LEFT JOIN catalog.seat_reservations r ON r.booking_id = b.id AND r.status = 'reserved'
+          WHERE b.state = 'CONFIRMED' AND r.booking_id IS NULL",
+    ),
+    (
+        "money",
+        "SELECT format('booking %s is %s but its charge %s is captured and not refunded', b.id, b.state, p.charge_id)
+           FROM payment.payments p JOIN booking.bookings b ON b.id = p.booking_id
+          WHERE p.status = 'captured' AND b.state = 'FAILED'
+            AND b.failure_reason IS DISTINCT FROM 'COMPENSATION_FAILED'",
+    ),
+    (
+        "money",
+        "SELECT format('booking %s is CONFIRMED but its payment is %s', b.id, coalesce(p.status, 'missing'))
+           FROM booking.bookings b LEFT JOIN payment.payments p ON p.booking_id = b.id
+          WHERE b.state = 'CONFIRMED' AND p.status IS DISTINCT FROM 'captured'",
+    ),
+    (
+        "money",
+        "SELECT format('booking %s: refunded %s of a charge of %s', r.booking_id, r.amount, coalesce(p.amount, 0))
+           FROM payment.refunds r LEFT JOIN payment.payments p ON p.booking_id = r.booking_id
+          WHERE r.amount > coalesce(p.amount, 0)
+             OR (p.status = 'refunded' AND r.amount <> p.amount)",
+    ),
+    (
+        "loyalty",
+        "WITH earned AS (
+             SELECT customer_id, sum(ticket_price) AS points FROM booking.bookings
+              WHERE state = 'CONFIRMED' GROUP BY customer_id),
+         credited AS (
+             SELECT customer_id, sum(CASE kind WHEN 'award' THEN points ELSE -points END) AS points
+               FROM loyalty.ledger GROUP BY customer_id)
+         SELECT format('customer %s has %s points for %s of confirmed tickets',
+                       coalesce(e.customer_id, c.customer_id), coalesce(c.points, 0), coalesce(e.points, 0))
+           FROM earned e FULL JOIN credited c ON c.customer_id = e.customer_id
+          WHERE coalesce(e.points, 0) <> coalesce(c.points, 0)",
+    ),
+    (
+        "sagas",
+        "SELECT format('booking %s has waited in %s since its deadline %s', id, state, deadline_at)
+           FROM booking.bookings
+          WHERE state NOT IN ('CONFIRMED', 'FAILED') AND deadline_at < now() - interval '5 seconds'",
+    ),
+    (
+        "messages",
+        "SELECT format('outbox row %s (%s from %s) unsent since %s', id, routing_key, producer, created_at)
+           FROM messaging.outbox WHERE created_at < now() - interval '60 seconds'",
+    ),
+];
+
+/// Runs every check.
+///
+/// # Errors
+/// Database errors (a missing schema: run `airline migrate`).
+pub async fn audit(pool: &PgPool) -> anyhow::Result<Report> {
+    let mut violations = Vec::new();
+    for (check, sql) in CHECKS {
+        let rows: Vec<String> = sqlx::query_scalar(sql).fetch_all(pool).await?;
+        violations.extend(rows.into_iter().map(|detail| Violation { check, detail }));
+    }
+    let count =
+        |sql: &'static str| async move { sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await };
+    let stats = Stats {
+        bookings: count("SELECT count(*) FROM booking.bookings").await?,
+        confirmed: count("SELECT count(*) FROM booking.bookings WHERE state = 'CONFIRMED'").await?,
+        failed: count("SELECT count(*) FROM booking.bookings WHERE state = 'FAILED'").await?,
+        in_flight: count(
+            "SELECT count(*) FROM booking.bookings WHERE state NOT IN ('CONFIRMED', 'FAILED')",
+        )
+        .await?,
+        inbox_rows: count("SELECT count(*) FROM messaging.inbox").await?,
+        outbox_rows: count("SELECT count(*) FROM messaging.outbox").await?,
+        duplicates_absorbed: count(
+            "SELECT coalesce(sum(duplicates), 0)::bigint FROM messaging.inbox",
+        )
+        .await?,
+    };
+    Ok(Report {
+        ok: violations.is_empty(),
+        violations,
+        stats,
+    })
+}
+
+/// The report for a person.
+#[must_use]
+pub fn render(report: &Report) -> String {
+    let s = &report.stats;
+    let mut out = format!(
+        "bookings {} (confirmed {}, failed {}, in flight {}); inbox {} rows, {} duplicates absorbed; outbox {} rows\n",
+        s.bookings,
+        s.confirmed,
+        s.failed,
+        s.in_flight,
+        s.inbox_rows,
+        s.duplicates_absorbed,
+        s.outbox_rows
+    );
+    for check in ["seats", "money", "loyalty", "sagas", "messages"] {
+        let found: Vec<&Violation> = report
+            .violations
+            .iter()
+            .filter(|v| v.check == check)
+            .collect();
+        if found.is_empty() {
+            out.push_str(&format!("{check:<9} ok\n"));
+        } else {
+            out.push_str(&format!("{check:<9} {} violation(s)\n", found.len()));
+            for v in found {
+                out.push_str(&format!("          {}\n", v.detail));
+            }
+        }
+    }
+    out
+}
