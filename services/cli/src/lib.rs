@@ -3,6 +3,7 @@
 //! and the integration tests).
 
 pub mod audit;
+pub mod saga;
 
 use airline_runtime::Runtime;
 use airline_runtime::service::{HandlersFn, JobFn, run_worker};

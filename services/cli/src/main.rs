@@ -34,12 +34,44 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Inspect sagas.
+    #[command(subcommand)]
+    Saga(SagaCommand),
     /// Delete every queue and exchange under AIRLINE_PREFIX, messages included
     /// (for throw-away namespaces: tests, smoke runs).
     Teardown {
         /// Confirm that the messages in those queues may be deleted.
         #[arg(long)]
         yes: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SagaCommand {
+    /// Everything about one booking's saga: state, every transition with its time,
+    /// trigger and attempts, the seat, the charge and the refund.
+    Show {
+        /// The booking id.
+        booking_id: uuid::Uuid,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Sagas not moved for a while, oldest first (stuck ones, with --state).
+    List {
+        /// Only this state (RESERVING_SEAT, COLLECTING_PAYMENT, REFUNDING_PAYMENT,
+        /// RELEASING_SEAT, CONFIRMED, FAILED).
+        #[arg(long, value_parser = ["RESERVING_SEAT", "COLLECTING_PAYMENT", "REFUNDING_PAYMENT", "RELEASING_SEAT", "CONFIRMED", "FAILED"])]
+        state: Option<String>,
+        /// Not moved for at least this many seconds.
+        #[arg(long, default_value_t = 0.0)]
+        older_than: f64,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -75,6 +107,39 @@ fn main() -> ExitCode {
                     "{} invariant violation(s)",
                     report.violations.len()
                 );
+            }
+            Command::Saga(SagaCommand::Show { booking_id, json }) => {
+                let Some(saga) = airline::saga::show(&rt.pool, booking_id).await? else {
+                    anyhow::bail!("no booking {booking_id}");
+                };
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&saga)?);
+                } else {
+                    print!("{}", airline::saga::render(&saga));
+                }
+            }
+            Command::Saga(SagaCommand::List {
+                state,
+                older_than,
+                limit,
+                json,
+            }) => {
+                let lines =
+                    airline::saga::list(&rt.pool, state.as_deref(), older_than, limit).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&lines)?);
+                } else {
+                    for l in &lines {
+                        println!(
+                            "{}  {:<18} {:<26} {}",
+                            l.booking_id,
+                            l.state,
+                            l.failure_reason.as_deref().unwrap_or(""),
+                            l.updated_at
+                        );
+                    }
+                    println!("{} saga(s)", lines.len());
+                }
             }
             Command::Teardown { .. } => {
                 let n = airline::teardown(&rt).await?;

@@ -184,6 +184,26 @@ async fn a_failure_at_each_step_runs_its_compensation_chain() {
                     .await
                     .expect("a refund");
             assert_eq!(refunded, 120);
+            // What an operator sees of it.
+            let shown = airline::saga::show(&app.rt.pool, booking)
+                .await
+                .expect("query")
+                .expect("the saga");
+            let states: Vec<&str> = shown.steps.iter().map(|s| s.to_state.as_str()).collect();
+            assert_eq!(states, chain);
+            assert_eq!(
+                (shown.seat.as_deref(), shown.refunded),
+                (Some("released"), Some(120))
+            );
+            assert_eq!(
+                shown.charge.as_ref().map(|c| c.status.as_str()),
+                Some("refunded")
+            );
+            let text = airline::saga::render(&shown);
+            assert!(
+                text.contains("CONFIRMATION_FAILED") && text.contains("payment.refunded.v1"),
+                "{text}"
+            );
         }
         notified(&app, booking, "booking.failed").await;
         assert_eq!(
