@@ -377,6 +377,7 @@ async fn sweep_deadlines(
     };
     let deadlines = Deadlines::of(&rt.config);
     let mut broker_down_since: Option<tokio::time::Instant> = None;
+    let mut db_down_since: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -400,6 +401,18 @@ async fn sweep_deadlines(
                     error = format!("{e:#}"),
                     "could not push deadlines back; will retry"
                 ),
+            }
+            continue;
+        }
+        // Replies cannot be handled while the database is away either: the outage is
+        // given back to the deadlines before the first sweep after it.
+        if let Some(since) = db_down_since {
+            match extend_deadlines(&rt.pool, since.elapsed()).await {
+                Ok(n) => {
+                    tracing::info!(sagas = n, "database back; deadlines pushed back");
+                    db_down_since = None;
+                }
+                Err(e) => tracing::debug!(error = %e, "database still away"),
             }
             continue;
         }
@@ -456,20 +469,37 @@ pub async fn sweep_once(
         message_id: None,
         attempts: 1,
     };
+    let mut moved = 0;
     for row in &rows {
-        let mut saga = Saga::from_row(row).map_err(anyhow::Error::from)?;
-        let Some(decision) = saga::transition(saga.state, Input::DeadlinePassed, steps) else {
-            continue;
-        };
-        let out = apply(&mut tx, &mut saga, &decision, &trigger, None, deadlines)
-            .await
-            .map_err(anyhow::Error::from)?;
-        for m in &out {
-            outbox::enqueue(&mut tx, "booking", &Cause::default(), m).await?;
+        // One savepoint per saga: a saga that cannot be moved is logged and
+        // skipped, and does not hold back every other deadline.
+        let mut one = sqlx::Acquire::begin(&mut tx).await?;
+        let step = async {
+            let mut saga = Saga::from_row(row)?;
+            let Some(decision) = saga::transition(saga.state, Input::DeadlinePassed, steps) else {
+                return Ok::<_, HandlerError>(false);
+            };
+            let out = apply(&mut one, &mut saga, &decision, &trigger, None, deadlines).await?;
+            for m in &out {
+                outbox::enqueue(&mut one, "booking", &Cause::default(), m).await?;
+            }
+            Ok(true)
+        }
+        .await;
+        match step {
+            Ok(changed) => {
+                one.commit().await?;
+                moved += usize::from(changed);
+            }
+            Err(e) => {
+                one.rollback().await?;
+                let id: Option<Uuid> = row.try_get("id").ok();
+                tracing::error!(booking_id = ?id, error = format!("{e:#}"), "cannot move this saga past its deadline; skipped");
+            }
         }
     }
     tx.commit().await?;
-    Ok(rows.len())
+    Ok(moved)
 }
 
 fn command_message(

@@ -18,6 +18,7 @@
 //! | RELEASING_SEAT     | deadline passed    | (compensation stuck)    | FAILED             | park, failed     |
 //! | REFUNDING_PAYMENT, RELEASING_SEAT, FAILED | payment collected | (late reply) | unchanged | refund payment |
 //! | RELEASING_SEAT, FAILED | seat reserved  | (late reply)            | unchanged          | release seat     |
+//! | FAILED             | payment refunded   | (after parking)         | FAILED             | release seat     |
 //!
 //! Any other pair is a duplicate or stale reply and changes nothing. A timed-out
 //! step is compensated as if it had succeeded (release and refund are idempotent
@@ -264,6 +265,12 @@ pub fn transition(state: State, input: Input, steps: LocalSteps) -> Option<Decis
             failure: Some(FailureReason::CompensationFailed),
             note: "compensation did not finish before its deadline; parked in the booking DLQ",
         }),
+        (S::Failed, Input::PaymentRefunded) => go(
+            state,
+            C::ReleaseSeat,
+            None,
+            "refund arrived after the saga was parked; releasing the seat",
+        ),
         (S::ReleasingSeat | S::Failed, Input::SeatReserved) => go(
             state,
             C::ReleaseSeat,
@@ -468,6 +475,12 @@ mod tests {
             // Duplicates and stale replies change nothing.
             (S::Confirmed, Input::DeadlinePassed, OK, None),
             (S::Failed, Input::DeadlinePassed, OK, None),
+            (
+                S::Failed,
+                Input::PaymentRefunded,
+                OK,
+                Some((S::Failed, C::ReleaseSeat, None)),
+            ),
             (S::CollectingPayment, Input::SeatReserved, OK, None),
             (S::Confirmed, Input::PaymentCollected, OK, None),
             (S::Confirmed, Input::SeatReserved, OK, None),

@@ -49,7 +49,7 @@ pub(crate) fn router(state: AppState) -> Router {
 /// Request bodies larger than this are refused with 413.
 const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// How long a request may take before it is answered 503.
+/// How long a read may take before it is answered 503.
 const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Takes the caller's `x-request-id` (or makes one), logs the request under it,
@@ -70,16 +70,25 @@ async fn request_context(
         method = %request.method(),
         path = %request.uri().path(),
     );
-    let mut response =
-        match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request).instrument(span)).await {
-            Ok(response) => response,
-            Err(_) => Problem::plain(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Timed out",
-                "the request took too long; try again",
-            )
-            .into_response(),
-        };
+    // A command may commit and then be cut off, and its client retry and book
+    // twice: only reads are bounded here; commands are bounded by the pool's acquire
+    // timeout and the database's.
+    let bounded = request.method() == axum::http::Method::GET;
+    let run = next.run(request).instrument(span);
+    let outcome = if bounded {
+        tokio::time::timeout(REQUEST_TIMEOUT, run).await
+    } else {
+        Ok(run.await)
+    };
+    let mut response = match outcome {
+        Ok(response) => response,
+        Err(_) => Problem::plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Timed out",
+            "the request took too long; try again",
+        )
+        .into_response(),
+    };
     if let Ok(v) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-request-id", v);
     }

@@ -338,8 +338,45 @@ pub struct Broker {
     name: Arc<str>,
 }
 
-/// How long a connection may stay down before the watchdog replaces it.
-pub const RECOVERY_PATIENCE: Duration = Duration::from_secs(8);
+/// Closes an abandoned channel once the client's recovery brings it back (closing
+/// fails while it is reconnecting), so that it does not come back as a hidden
+/// consumer or publisher. `keep` (its consumer) lives until then. Gives up after
+/// ten minutes.
+pub fn bury_channel<T: Send + 'static>(channel: Channel, keep: T) {
+    tokio::spawn(async move {
+        for _ in 0..1200 {
+            if channel.status().connected() {
+                let _ = channel.close(200, "abandoned".into()).await;
+                break;
+            }
+            if !channel.status().reconnecting() && !channel.status().initializing() {
+                // Closed or errored for good: nothing to close.
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        drop(keep);
+    });
+}
+
+fn bury_connection(connection: Arc<Connection>) {
+    tokio::spawn(async move {
+        for _ in 0..1200 {
+            if connection.status().connected() {
+                let _ = connection.close(200, "replaced".into()).await;
+                return;
+            }
+            if connection.status().closed() || connection.status().errored() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+}
+
+/// How long a connection may stay down, once the broker answers again, before the
+/// watchdog replaces it.
+pub const RECOVERY_PATIENCE: Duration = Duration::from_secs(6);
 
 impl std::fmt::Debug for Broker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -385,29 +422,47 @@ impl Broker {
     /// Replaces a connection that stays down longer than [`RECOVERY_PATIENCE`],
     /// until `shutdown`.
     pub async fn watch(self, shutdown: tokio_util::sync::CancellationToken) {
-        let mut down_since: Option<tokio::time::Instant> = None;
+        // Patience counts from when the broker answers again, so that the client's
+        // own recovery (which retries every 2 s at most) gets its chance first.
+        let address = socket_address(&self.url);
+        let mut reachable_since: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(Duration::from_millis(500)) => {}
             }
             if self.connected() {
-                down_since = None;
+                reachable_since = None;
                 continue;
             }
-            let since = *down_since.get_or_insert_with(tokio::time::Instant::now);
+            let reachable = tokio::time::timeout(
+                Duration::from_secs(1),
+                tokio::net::TcpStream::connect(&address),
+            )
+            .await
+            .is_ok_and(|r| r.is_ok());
+            if !reachable {
+                reachable_since = None;
+                continue;
+            }
+            let since = *reachable_since.get_or_insert_with(tokio::time::Instant::now);
             if since.elapsed() < RECOVERY_PATIENCE {
                 continue;
             }
             match connect(&self.url, &self.name).await {
+                // It may have recovered by itself while the new one was connecting.
+                Ok(fresh) if self.connected() => {
+                    let _ = fresh.close(200, "not needed".into()).await;
+                    reachable_since = None;
+                }
                 Ok(fresh) => {
                     let old = std::mem::replace(
                         &mut *self.current.write().unwrap_or_else(PoisonError::into_inner),
                         Arc::new(fresh),
                     );
                     tracing::warn!("the broker connection did not recover by itself; replaced it");
-                    let _ = old.close(200, "replaced".into()).await;
-                    down_since = None;
+                    bury_connection(old);
+                    reachable_since = None;
                 }
                 Err(e) => tracing::warn!(error = format!("{e:#}"), "broker still unreachable"),
             }
@@ -494,9 +549,17 @@ impl Publisher {
         }
         match confirm_channel(&self.broker.connection()).await {
             Ok(fresh) => {
-                *self.channel.lock().unwrap_or_else(PoisonError::into_inner) = fresh;
-                let _ = failed.close(200, "replaced".into()).await;
-                tracing::info!("publishing channel replaced after a failure");
+                let mut slot = self.channel.lock().unwrap_or_else(PoisonError::into_inner);
+                if slot.id() == failed.id() {
+                    *slot = fresh;
+                    drop(slot);
+                    bury_channel(failed.clone(), ());
+                    tracing::info!("publishing channel replaced after a failure");
+                } else {
+                    // Another task replaced it already.
+                    drop(slot);
+                    bury_channel(fresh, ());
+                }
             }
             Err(e) => {
                 tracing::warn!(error = %e, "could not open a new publishing channel; will try again")
@@ -504,6 +567,9 @@ impl Publisher {
         }
     }
 }
+
+/// How long a publish waits for the broker's confirm before it counts as failed.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 
 async fn publish_on(channel: &Channel, envelopes: &[Envelope]) -> anyhow::Result<()> {
     let mut pending = Vec::with_capacity(envelopes.len());
@@ -524,7 +590,11 @@ async fn publish_on(channel: &Channel, envelopes: &[Envelope]) -> anyhow::Result
         pending.push((e, confirm));
     }
     for (e, confirm) in pending {
-        let confirmation = confirm.await.context("waiting for a publisher confirm")?;
+        // While the client recovers, a pending confirm may wait for the whole outage.
+        let confirmation = tokio::time::timeout(CONFIRM_TIMEOUT, confirm)
+            .await
+            .map_err(|_| anyhow::anyhow!("no publisher confirm within {CONFIRM_TIMEOUT:?}"))?
+            .context("waiting for a publisher confirm")?;
         if confirmation.is_nack() {
             anyhow::bail!(
                 "the broker refused (nack) a message to {} / {}",

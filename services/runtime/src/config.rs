@@ -139,7 +139,11 @@ impl Config {
         }
         if let Some(v) = lookup("DATABASE_URL") {
             if !v.starts_with("postgres://") && !v.starts_with("postgresql://") {
-                return Err(invalid("DATABASE_URL", &v, "must start with postgres://"));
+                return Err(invalid(
+                    "DATABASE_URL",
+                    &redact_url(&v),
+                    "must start with postgres://",
+                ));
             }
             config.database_url = v;
         }
@@ -300,7 +304,8 @@ pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
-    let Some((userinfo, host)) = rest.split_once('@') else {
+    // The last `@` ends the user info (a password may hold an unencoded `@`).
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
         return url.to_owned();
     };
     match userinfo.split_once(':') {

@@ -284,7 +284,8 @@ pub async fn run_consumer(
             channel = Some(current);
             break;
         }
-        let _ = current.close(200, "resubscribing".into()).await;
+        // Closing fails while the channel is reconnecting; close it when it is back.
+        crate::broker::bury_channel(current, deliveries);
         pause(&shutdown, Duration::from_secs(1)).await;
     }
     // In-flight deliveries are finished and acked before the channel closes.
@@ -622,6 +623,10 @@ impl QueueWorker {
                     requeue = requeue_on_failure,
                     "could not move the delivery; handing it back to the broker"
                 );
+                if requeue_on_failure {
+                    // Not at once: the handler would run again in a tight loop.
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
                 let _ = delivery
                     .acker
                     .nack(BasicNackOptions {
