@@ -63,8 +63,11 @@ pub async fn spawn_bare(configure: impl FnOnce(&mut Config)) -> TestApp {
 }
 
 async fn spawn(configure: impl FnOnce(&mut Config), run_services: bool) -> TestApp {
-    // Logs show with --nocapture, filtered by RUST_LOG.
-    airline_runtime::telemetry::init();
+    // Logs only when asked for (RUST_LOG=... cargo test -- --nocapture): they go
+    // straight to stdout, past the test harness's capture.
+    if std::env::var_os("RUST_LOG").is_some() {
+        airline_runtime::telemetry::init();
+    }
     let id = Uuid::new_v4().simple().to_string();
     let database = format!("airline_test_{id}");
     let mut config = Config {
