@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use airline_contracts::messages::BookingRequested;
 use airline_contracts::{Message, Names, PaymentToken};
-use airline_runtime::broker::{Envelope, envelope_for};
+use airline_runtime::broker::{Envelope, confirm_channel, envelope_for, publish_on};
 use anyhow::Context as _;
 use futures_util::StreamExt as _;
 use futures_util::future::BoxFuture;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, ExchangeDeclareOptions, QueueDeclareOptions, QueueDeleteOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ExchangeDeclareOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Connection, ExchangeKind};
@@ -91,34 +91,8 @@ pub async fn create_flights(
     Ok((open, full))
 }
 
-async fn confirm_channel(connection: &Connection) -> anyhow::Result<Channel> {
-    let channel = connection.create_channel().await?;
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
-    Ok(channel)
-}
-
 async fn publish(channel: &Channel, e: &Envelope) -> anyhow::Result<()> {
-    let confirmation = channel
-        .basic_publish(
-            e.exchange.as_str().into(),
-            e.routing_key.as_str().into(),
-            BasicPublishOptions {
-                mandatory: true,
-                ..Default::default()
-            },
-            &e.body,
-            e.properties.clone(),
-        )
-        .await?
-        .await?;
-    anyhow::ensure!(confirmation.is_ack(), "the broker refused the message");
-    anyhow::ensure!(
-        confirmation.take_message().is_none(),
-        "the message was unroutable"
-    );
-    Ok(())
+    publish_on(channel, std::slice::from_ref(e)).await
 }
 
 fn request(mix: &Mix, i: u64) -> anyhow::Result<Message> {

@@ -491,7 +491,11 @@ impl std::fmt::Debug for Publisher {
     }
 }
 
-async fn confirm_channel(connection: &Connection) -> anyhow::Result<Channel> {
+/// Opens a channel in confirm mode.
+///
+/// # Errors
+/// When the channel cannot be opened.
+pub async fn confirm_channel(connection: &Connection) -> anyhow::Result<Channel> {
     let channel = connection.create_channel().await?;
     channel
         .confirm_select(ConfirmSelectOptions::default())
@@ -571,7 +575,12 @@ impl Publisher {
 /// How long a publish waits for the broker's confirm before it counts as failed.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 
-async fn publish_on(channel: &Channel, envelopes: &[Envelope]) -> anyhow::Result<()> {
+/// Publishes every envelope on `channel` (`mandatory`), then waits for all their
+/// confirms; [`Publisher::publish_all`] adds channel repair around it.
+///
+/// # Errors
+/// A nack, an unroutable message, a missing confirm or a channel error.
+pub async fn publish_on(channel: &Channel, envelopes: &[Envelope]) -> anyhow::Result<()> {
     let mut pending = Vec::with_capacity(envelopes.len());
     for e in envelopes {
         let confirm = channel
