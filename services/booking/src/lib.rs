@@ -156,11 +156,12 @@ struct Saga {
     failure: Option<FailureReason>,
     ticket_price: Option<i64>,
     ticket_currency: Option<String>,
+    created_at: OffsetDateTime,
 }
 
 const SAGA_COLUMNS: &str =
     "id, customer_id, outbound_flight_id, payment_token, state, version, failure_reason,
-    ticket_price, ticket_currency";
+    ticket_price, ticket_currency, created_at";
 
 impl Saga {
     fn from_row(row: &sqlx::postgres::PgRow) -> Result<Self, HandlerError> {
@@ -180,6 +181,7 @@ impl Saga {
                 .and_then(FailureReason::parse),
             ticket_price: row.try_get("ticket_price")?,
             ticket_currency: row.try_get("ticket_currency")?,
+            created_at: row.try_get("created_at")?,
         })
     }
 }
@@ -313,6 +315,12 @@ async fn apply(
     .await?;
     record(tx, saga.id, saga.version, Some(from), decision, trigger).await?;
     tracing::info!(from = %from, to = %saga.state, "saga moved");
+    if saga.state.is_terminal() && !from.is_terminal() {
+        airline_runtime::metrics::METRICS
+            .booking_seconds
+            .with_label_values(&[saga.state.as_str()])
+            .observe((now - saga.created_at).as_seconds_f64().max(0.0));
+    }
     let mut out = Vec::with_capacity(decision.commands.len());
     for c in &decision.commands {
         out.push(match c {

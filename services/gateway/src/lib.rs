@@ -35,6 +35,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/bookings/{id}/check-in"),
     ("get", "/v1/loyalty/{customerId}"),
     ("get", "/healthz"),
+    ("get", "/metrics"),
     ("get", "/openapi.json"),
 ];
 

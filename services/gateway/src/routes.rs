@@ -64,6 +64,12 @@ async fn request_context(
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
         .map_or_else(|| Uuid::now_v7().to_string(), str::to_owned);
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().to_string();
+    let started = std::time::Instant::now();
     let span = tracing::info_span!(
         "request",
         request_id = %id,
@@ -92,6 +98,13 @@ async fn request_context(
     if let Ok(v) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-request-id", v);
     }
+    let m = &airline_runtime::metrics::METRICS;
+    m.http_requests
+        .with_label_values(&[&route, &method, response.status().as_str()])
+        .inc();
+    m.http_seconds
+        .with_label_values(&[&route, &method])
+        .observe(started.elapsed().as_secs_f64());
     response
 }
 

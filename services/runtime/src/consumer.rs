@@ -453,6 +453,7 @@ impl QueueWorker {
         let incoming = match decode(self.queue, &delivery) {
             Ok(incoming) => incoming,
             Err(failure) => {
+                crate::metrics::METRICS.delivery(self.queue.name, "unknown", "undecodable");
                 tracing::warn!(
                     queue = %self.queue_name,
                     kind = %failure.kind,
@@ -473,8 +474,15 @@ impl QueueWorker {
             attempt = incoming.attempt,
         );
         async {
+            let started = std::time::Instant::now();
             let result = self.process_patiently(&incoming).await;
-            self.settle(&delivery, &incoming, result).await;
+            crate::metrics::METRICS
+                .handler_seconds
+                .with_label_values(&[self.queue.name])
+                .observe(started.elapsed().as_secs_f64());
+            let outcome = self.settle(&delivery, &incoming, result).await;
+            let message_type = incoming.message.message_type().to_string();
+            crate::metrics::METRICS.delivery(self.queue.name, &message_type, outcome);
         }
         .instrument(span)
         .await;
@@ -514,25 +522,26 @@ impl QueueWorker {
         }
     }
 
-    /// Acks, retries later or dead-letters the delivery according to the result.
+    /// Acks, retries later or dead-letters the delivery according to the result;
+    /// returns what became of it, for the metrics.
     async fn settle(
         &self,
         delivery: &Delivery,
         incoming: &Incoming,
         result: Result<Outcome, HandlerError>,
-    ) {
+    ) -> &'static str {
         let e = match result {
             Ok(Outcome::Handled(pending)) => {
                 // Publish before acking: a consumer that outpaces the broker slows
                 // down instead of piling up unpublished rows.
                 self.ctx.dispatcher.dispatch(&pending).await;
                 ack(delivery).await;
-                return;
+                return "handled";
             }
             Ok(Outcome::Duplicate) => {
                 tracing::info!("duplicate delivery ignored");
                 ack(delivery).await;
-                return;
+                return "duplicate";
             }
             Err(e) => e,
         };
@@ -545,7 +554,7 @@ impl QueueWorker {
                     ..BasicNackOptions::default()
                 })
                 .await;
-            return;
+            return "returned";
         }
         let mut failure = Failure::new(e.kind(), format!("{e:#}"));
         failure.booking_id = Some(incoming.message.booking_id().to_string());
@@ -559,7 +568,7 @@ impl QueueWorker {
                 "handler failed; retrying later"
             );
             self.schedule_retry(delivery, &failure, delay).await;
-            return;
+            return "retried";
         }
         if !e.is_permanent() {
             failure.last_kind = Some(e.kind());
@@ -568,6 +577,7 @@ impl QueueWorker {
         }
         tracing::warn!(kind = %failure.kind, error = %failure.text, "dead-lettering");
         self.dead_letter(delivery, &failure).await;
+        "dead_lettered"
     }
 
     /// Parks the delivery in its queue's retry tier for `delay` (with jitter), then

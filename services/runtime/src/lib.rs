@@ -16,6 +16,7 @@ pub mod broker;
 pub mod config;
 pub mod consumer;
 pub mod db;
+pub mod metrics;
 pub mod outbox;
 pub mod retry;
 pub mod service;

@@ -203,9 +203,25 @@ pub async fn run_worker(
     result
 }
 
-/// `/healthz`: 200 when the broker connection is up and the database answers.
+/// `/healthz` (200 when the broker connection is up and the database answers) and
+/// `/metrics` (Prometheus text format).
 pub fn health_router(rt: Runtime) -> Router {
-    Router::new().route("/healthz", get(healthz)).with_state(rt)
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .with_state(rt)
+}
+
+async fn metrics(
+    State(rt): State<Runtime>,
+) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        crate::metrics::METRICS.render(&rt).await,
+    )
 }
 
 async fn healthz(State(rt): State<Runtime>) -> (StatusCode, axum::Json<serde_json::Value>) {

@@ -392,3 +392,44 @@ async fn request_ids_are_taken_or_made_and_always_returned() {
         .expect("sent");
     problem(response, 413).await;
 }
+
+fn metric(text: &str, name_and_labels: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name_and_labels))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn metrics_move_with_a_booking() {
+    let app = spawn_app().await;
+    let flight = app.create_flight(5).await;
+    let before = app.get("/metrics").await.text().await.expect("metrics");
+    let handled = r#"airline_deliveries_total{outcome="handled",queue="booking.requested",type="booking.requested.v1"}"#;
+    let confirmed = r#"airline_booking_duration_seconds_count{outcome="CONFIRMED"}"#;
+    let posts = r#"airline_http_requests_total{method="POST",route="/v1/bookings",status="202"}"#;
+
+    let booking = app.book(flight, "cust-metrics", "tok_visa").await;
+    app.settled(booking).await;
+    let after = app.get("/metrics").await.text().await.expect("metrics");
+
+    for name in [handled, confirmed, posts] {
+        assert!(
+            metric(&after, name) >= metric(&before, name) + 1.0,
+            "{name} did not move:\n{after}"
+        );
+    }
+    assert!(
+        metric(&after, r#"airline_sagas{state="CONFIRMED"}"#) >= 1.0,
+        "{after}"
+    );
+    assert!(
+        after.contains(r#"airline_queue_depth{queue="payment.collect"}"#),
+        "{after}"
+    );
+    assert!(
+        after.contains("airline_handler_duration_seconds_bucket"),
+        "{after}"
+    );
+}

@@ -1,0 +1,170 @@
+//! Prometheus metrics, served as text at `/metrics` on the gateway and on every
+//! worker. Counters and histograms are updated where things happen; gauges that
+//! describe state (outbox backlog, sagas by state, queue depths) are read when
+//! scraped.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::service::Runtime;
+
+/// The process's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Deliveries by queue, message type and what became of them: `handled`,
+    /// `duplicate`, `retried`, `dead_lettered`, `undecodable`.
+    pub deliveries: IntCounterVec,
+    /// Handler time (transaction included) by queue.
+    pub handler_seconds: HistogramVec,
+    /// Bookings from request to terminal state, by outcome.
+    pub booking_seconds: HistogramVec,
+    /// HTTP requests by route, method and status.
+    pub http_requests: IntCounterVec,
+    /// HTTP request time by route and method.
+    pub http_seconds: HistogramVec,
+    outbox: IntGaugeVec,
+    sagas: IntGaugeVec,
+    queue_depth: IntGaugeVec,
+}
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+fn build() -> prometheus::Result<Metrics> {
+    let registry = Registry::new_custom(Some("airline".into()), None)?;
+    let counter = |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<IntCounterVec> {
+        let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+        registry.register(Box::new(c.clone()))?;
+        Ok(c)
+    };
+    let histogram = |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<HistogramVec> {
+        let h = HistogramVec::new(
+            HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
+            labels,
+        )?;
+        registry.register(Box::new(h.clone()))?;
+        Ok(h)
+    };
+    let gauge = |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<IntGaugeVec> {
+        let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
+        registry.register(Box::new(g.clone()))?;
+        Ok(g)
+    };
+    Ok(Metrics {
+        deliveries: counter(
+            "deliveries_total",
+            "Deliveries consumed, by queue, message type and outcome.",
+            &["queue", "type", "outcome"],
+        )?,
+        handler_seconds: histogram(
+            "handler_duration_seconds",
+            "Handler time, transaction included.",
+            &["queue"],
+        )?,
+        booking_seconds: histogram(
+            "booking_duration_seconds",
+            "Bookings from request to their terminal state.",
+            &["outcome"],
+        )?,
+        http_requests: counter(
+            "http_requests_total",
+            "HTTP requests.",
+            &["route", "method", "status"],
+        )?,
+        http_seconds: histogram(
+            "http_request_duration_seconds",
+            "HTTP request time.",
+            &["route", "method"],
+        )?,
+        outbox: gauge(
+            "outbox",
+            "Outbox rows waiting (rows) and the age of the oldest in seconds (oldest_age_seconds), by producer.",
+            &["producer", "measure"],
+        )?,
+        sagas: gauge("sagas", "Bookings by saga state.", &["state"])?,
+        queue_depth: gauge("queue_depth", "Messages ready in each queue.", &["queue"])?,
+        registry,
+    })
+}
+
+/// The metrics of this process.
+pub static METRICS: LazyLock<Metrics> =
+    LazyLock::new(|| build().expect("metric names are valid and unique"));
+
+impl Metrics {
+    /// Counts one delivery.
+    pub fn delivery(&self, queue: &str, message_type: &str, outcome: &str) {
+        self.deliveries
+            .with_label_values(&[queue, message_type, outcome])
+            .inc();
+    }
+
+    /// Reads the state gauges and renders everything in the text format.
+    pub async fn render(&self, rt: &Runtime) -> String {
+        self.refresh(rt).await;
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    async fn refresh(&self, rt: &Runtime) {
+        let outbox: Result<Vec<(String, i64, f64)>, _> = sqlx::query_as(
+            "SELECT producer, count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8
+               FROM messaging.outbox GROUP BY producer",
+        )
+        .fetch_all(&rt.pool)
+        .await;
+        if let Ok(rows) = outbox {
+            self.outbox.reset();
+            for (producer, rows, age) in rows {
+                self.outbox
+                    .with_label_values(&[&producer, "rows"])
+                    .set(rows);
+                #[allow(clippy::cast_possible_truncation)]
+                self.outbox
+                    .with_label_values(&[&producer, "oldest_age_seconds"])
+                    .set(age as i64);
+            }
+        }
+        // Only where the booking schema exists (the gateway and the booking service).
+        let sagas: Result<Vec<(String, i64)>, _> =
+            sqlx::query_as("SELECT state, count(*) FROM booking.bookings GROUP BY state")
+                .fetch_all(&rt.pool)
+                .await;
+        if let Ok(rows) = sagas {
+            self.sagas.reset();
+            for (state, n) in rows {
+                self.sagas.with_label_values(&[&state]).set(n);
+            }
+        }
+        if let Ok(channel) = rt.broker.create_channel().await {
+            for queue in airline_contracts::QUEUES {
+                let name = rt.names.resolve(queue.name);
+                let declared = channel
+                    .queue_declare(
+                        name.as_str().into(),
+                        lapin::options::QueueDeclareOptions {
+                            passive: true,
+                            ..Default::default()
+                        },
+                        lapin::types::FieldTable::default(),
+                    )
+                    .await;
+                match declared {
+                    Ok(q) => self
+                        .queue_depth
+                        .with_label_values(&[queue.name])
+                        .set(i64::from(q.message_count())),
+                    // A failed passive declare closes the channel: stop here.
+                    Err(_) => break,
+                }
+            }
+            let _ = channel.close(200, "metrics read".into()).await;
+        }
+    }
+}
