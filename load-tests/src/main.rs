@@ -271,73 +271,40 @@ async fn execute(mode: &str, args: &RunArgs) -> anyhow::Result<(Summary, Vec<Str
                 decline_ratio: args.decline_ratio,
                 sold_out_ratio: args.sold_out_ratio,
             };
+            let base = c.gateway_url.trim_end_matches('/').to_owned();
             if mode == "search" {
+                // Each answer is its own outcome.
                 let (answered, outcomes) = tokio::sync::mpsc::unbounded_channel();
+                let client = reqwest::Client::new();
                 let target: Arc<dyn Target> = Arc::new(targets::Search {
-                    client: reqwest::Client::new(),
-                    base: c.gateway_url.trim_end_matches('/').to_owned(),
+                    client,
+                    base,
                     answered,
                 });
-                return finish(
-                    mode,
-                    args,
-                    plan,
-                    settings,
-                    target,
-                    outcomes,
-                    None,
-                    &pool,
-                    &connection,
-                )
-                .await;
-            }
-            let outcomes = run::listen(
-                &connection,
-                &names.resolve(EVENTS_EXCHANGE),
-                &["booking.confirmed", "booking.failed"],
-            )
-            .await?;
-            let target: Arc<dyn Target> = if mode == "http" {
-                Arc::new(Http {
-                    client: reqwest::Client::new(),
-                    base: c.gateway_url.trim_end_matches('/').to_owned(),
-                    mix,
-                })
+                (target, outcomes)
             } else {
-                Arc::new(Amqp::new(&connection, names.clone(), mix).await?)
-            };
-            (target, outcomes)
+                let outcomes = run::listen(
+                    &connection,
+                    &names.resolve(EVENTS_EXCHANGE),
+                    &["booking.confirmed", "booking.failed"],
+                )
+                .await?;
+                let target: Arc<dyn Target> = if mode == "http" {
+                    Arc::new(Http {
+                        client: reqwest::Client::new(),
+                        base,
+                        mix,
+                    })
+                } else {
+                    Arc::new(Amqp::new(&connection, names.clone(), mix).await?)
+                };
+                (target, outcomes)
+            }
         }
     };
-    finish(
-        mode,
-        args,
-        plan,
-        settings,
-        target,
-        outcomes,
-        baseline,
-        &pool,
-        &connection,
-    )
-    .await
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn finish(
-    mode: &str,
-    args: &RunArgs,
-    plan: Plan,
-    settings: serde_json::Value,
-    target: Arc<dyn Target>,
-    outcomes: tokio::sync::mpsc::UnboundedReceiver<(uuid::Uuid, bool, tokio::time::Instant)>,
-    baseline: Option<Arc<Baseline>>,
-    pool: &sqlx::PgPool,
-    connection: &lapin::Connection,
-) -> anyhow::Result<(Summary, Vec<String>)> {
     let recorder = run::drive(target, plan, outcomes, mode).await;
     if let Some(chain) = baseline {
-        chain.stop(pool).await;
+        chain.stop(&pool).await;
     }
     let mut summary = Summary::new(mode, args.rate, plan.window(), &recorder, settings);
     if mode == "baseline" {
