@@ -100,7 +100,20 @@ pub fn asyncapi() -> Value {
                 )
             })
             .collect();
-        let description = if queue.consumer == PARKING {
+        let description = if queue.watches_dead_letters {
+            format!(
+                "Watch queue consumed by {}; bound to the `{}` exchange with the routing keys {}: it receives a copy of every message dead-lettered from those queues (with its `x-error-*` headers), and holds the saga waiting on it. Failed deliveries are retried, then dead-lettered to `{}`.",
+                queue.consumer,
+                names.resolve(DEAD_LETTER_EXCHANGE),
+                queue
+                    .messages
+                    .iter()
+                    .map(|m| format!("`{}`", names.resolve(m)))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                names.dlq(queue.name),
+            )
+        } else if queue.consumer == PARKING {
             format!(
                 "Parking queue for operators, bound to {}: no service consumes it; it has no dead-letter queue and no retries.",
                 queue.messages.join(", ")

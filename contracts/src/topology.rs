@@ -24,6 +24,9 @@ pub const DEAD_LETTER_EXCHANGE: &str = "dead-letter";
 /// The consumer of a parking queue: operators, not a service.
 pub const PARKING: &str = "operator";
 
+/// The booking service's watch queue for its saga steps' dead letters.
+pub const STEP_DEAD_LETTERED: &str = "booking.step-dead-lettered";
+
 /// The suffix of a work queue's dead-letter queue.
 pub const DLQ_SUFFIX: &str = ".dlq";
 
@@ -36,6 +39,10 @@ pub struct QueueSpec {
     pub consumer: &'static str,
     /// The message names routed to it.
     pub messages: &'static [&'static str],
+    /// A watch queue: instead of the messages themselves, it receives a copy of each
+    /// of them that is dead-lettered from its own queue (the dead-letter exchange,
+    /// keyed by that queue's name). The booking saga holds on these.
+    pub watches_dead_letters: bool,
 }
 
 impl QueueSpec {
@@ -76,6 +83,14 @@ pub const QUEUES: &[QueueSpec] = &[
         &["booking.confirmed", "booking.failed"],
     ),
     q("loyalty.awarded", "notify", &["loyalty.awarded"]),
+    // A forward step's command that was dead-lettered: the saga waiting on it is
+    // held (not compensated) until an operator replays or discards it.
+    QueueSpec {
+        name: STEP_DEAD_LETTERED,
+        consumer: "booking",
+        messages: &["flight.reserve-seat", "payment.collect"],
+        watches_dead_letters: true,
+    },
     // The booking DLQ: sagas that cannot finish on their own, parked for an operator
     // with their whole state and history.
     q("booking.dlq", PARKING, &["booking.parked"]),
@@ -90,6 +105,7 @@ const fn q(
         name,
         consumer,
         messages,
+        watches_dead_letters: false,
     }
 }
 
@@ -198,6 +214,16 @@ mod tests {
     }
 
     #[test]
+    fn a_watch_queue_watches_point_to_point_queues() {
+        for watch in QUEUES.iter().filter(|q| q.watches_dead_letters) {
+            for m in watch.messages {
+                let watched = QUEUES.iter().find(|q| q.name == *m).expect("a queue");
+                assert_eq!(watched.messages, [*m], "{m} is a point-to-point queue");
+            }
+        }
+    }
+
+    #[test]
     fn a_command_has_exactly_one_queue() {
         for t in Message::TYPES
             .iter()
@@ -205,7 +231,7 @@ mod tests {
         {
             let n = QUEUES
                 .iter()
-                .filter(|q| q.messages.contains(&t.name))
+                .filter(|q| !q.watches_dead_letters && q.messages.contains(&t.name))
                 .count();
             assert_eq!(n, 1, "{}", t.name);
         }

@@ -38,6 +38,8 @@ pub struct Deadlines {
     pub step: Duration,
     /// For payment's collect and refund.
     pub payment: Duration,
+    /// How long a saga is held for an operator after its step was dead-lettered.
+    pub hold: Duration,
 }
 
 impl Deadlines {
@@ -47,6 +49,7 @@ impl Deadlines {
         Self {
             step: config.step_deadline,
             payment: config.payment_deadline,
+            hold: config.hold_deadline,
         }
     }
 
@@ -200,8 +203,16 @@ impl Trigger {
             Message::PaymentCollected(m) => m.attempts,
             _ => 1,
         };
+        let dead_lettered = matches!(
+            msg.message,
+            Message::ReserveSeat(_) | Message::CollectPayment(_)
+        );
         Self {
-            kind: msg.message.message_type().to_string(),
+            kind: if dead_lettered {
+                format!("{} (dead-lettered)", msg.message.message_type())
+            } else {
+                msg.message.message_type().to_string()
+            },
             message_id: Some(msg.message_id.clone()),
             attempts,
         }
@@ -220,6 +231,8 @@ fn input_of(message: &Message) -> Option<Input> {
         }),
         Message::PaymentRefunded(_) => Input::PaymentRefunded,
         Message::SeatReleased(_) => Input::SeatReleased,
+        // Only on the watch queue: a copy of the saga's own command, dead-lettered.
+        Message::ReserveSeat(_) | Message::CollectPayment(_) => Input::StepDeadLettered,
         _ => return None,
     })
 }
@@ -308,9 +321,14 @@ async fn apply(
     // The card token is a secret: drop it once no step can need it.
     .bind(saga.state.is_terminal())
     .bind(now)
-    // A new state gets a new deadline; a late reply handled in place does not.
-    .bind(from != saga.state)
-    .bind(deadlines.of_state(saga.state, now))
+    // A new state gets a new deadline, a held saga the hold deadline; a late reply
+    // handled in place keeps its deadline.
+    .bind(from != saga.state || decision.hold)
+    .bind(if decision.hold {
+        Some(now + deadlines.hold)
+    } else {
+        deadlines.of_state(saga.state, now)
+    })
     .execute(&mut *tx)
     .await?;
     record(tx, saga.id, saga.version, Some(from), decision, trigger).await?;

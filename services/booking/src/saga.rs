@@ -19,6 +19,7 @@
 //! | REFUNDING_PAYMENT, RELEASING_SEAT, FAILED | payment collected | (late reply) | unchanged | refund payment |
 //! | RELEASING_SEAT, FAILED | seat reserved  | (late reply)            | unchanged          | release seat     |
 //! | FAILED             | payment refunded   | (after parking)         | FAILED             | release seat     |
+//! | RESERVING_SEAT, COLLECTING_PAYMENT | step dead-lettered | (held)   | unchanged, hold deadline | nothing |
 //!
 //! Any other pair is a duplicate or stale reply and changes nothing. A timed-out
 //! step is compensated as if it had succeeded (release and refund are idempotent
@@ -26,6 +27,11 @@
 //! undone too. A compensation that itself misses its deadline parks the saga in the
 //! booking DLQ with its whole history, and the booking reads FAILED with
 //! `COMPENSATION_FAILED`.
+//!
+//! A forward step whose command is dead-lettered (its retries ran out, or it was
+//! refused) holds the saga instead: it stays in its state with the longer hold
+//! deadline, so that an operator who replays the dead letter resumes it, and one
+//! who discards it (or does nothing) sees it compensated at the hold deadline.
 
 use std::fmt;
 
@@ -118,6 +124,9 @@ pub enum Input {
     SeatReleased,
     /// The state's deadline passed with no reply (from the deadline sweeper).
     DeadlinePassed,
+    /// The command of the step the saga waits on was dead-lettered (its copy on the
+    /// watch queue): an operator can replay it.
+    StepDeadLettered,
 }
 
 /// What the saga asks for next.
@@ -161,6 +170,8 @@ pub struct Decision {
     pub failure: Option<FailureReason>,
     /// One line for the saga history.
     pub note: &'static str,
+    /// The saga waits for an operator: its deadline becomes the hold deadline.
+    pub hold: bool,
 }
 
 fn go(
@@ -174,6 +185,7 @@ fn go(
         commands: vec![command],
         failure,
         note,
+        hold: false,
     })
 }
 
@@ -185,6 +197,7 @@ pub fn start() -> Decision {
         commands: vec![Command::ReserveSeat],
         failure: None,
         note: "booking requested; reserving a seat",
+        hold: false,
     }
 }
 
@@ -264,6 +277,14 @@ pub fn transition(state: State, input: Input, steps: LocalSteps) -> Option<Decis
             commands: vec![C::Park, C::PublishFailed],
             failure: Some(FailureReason::CompensationFailed),
             note: "compensation did not finish before its deadline; parked in the booking DLQ",
+            hold: false,
+        }),
+        (S::ReservingSeat | S::CollectingPayment, Input::StepDeadLettered) => Some(Decision {
+            next: state,
+            commands: Vec::new(),
+            failure: None,
+            note: "the step's command was dead-lettered; held for an operator until the hold deadline (replaying the dead letter resumes the saga)",
+            hold: true,
         }),
         (S::Failed, Input::PaymentRefunded) => go(
             state,
@@ -496,6 +517,50 @@ mod tests {
             });
             assert_eq!(got, *expected, "{state} + {input:?} with {steps:?}");
         }
+    }
+
+    #[test]
+    fn a_dead_lettered_forward_step_holds_the_saga_and_a_replay_resumes_it() {
+        for waiting in [State::ReservingSeat, State::CollectingPayment] {
+            let d = transition(waiting, Input::StepDeadLettered, OK).expect("a decision");
+            assert_eq!(d.next, waiting);
+            assert!(d.hold);
+            assert!(d.commands.is_empty());
+            assert_eq!(d.failure, None);
+        }
+        // Compensations and ended sagas are not held: their deadlines park them.
+        for other in [
+            State::RefundingPayment,
+            State::ReleasingSeat,
+            State::Confirmed,
+            State::Failed,
+        ] {
+            assert_eq!(transition(other, Input::StepDeadLettered, OK), None);
+        }
+        // Held while collecting payment; the replayed collect confirms it.
+        let (states, _, failure) = run(
+            OK,
+            &[
+                Input::SeatReserved,
+                Input::StepDeadLettered,
+                Input::PaymentCollected,
+            ],
+        );
+        assert_eq!(states.last(), Some(&State::Confirmed));
+        assert_eq!(failure, None);
+        // Held, never replayed: the hold deadline compensates.
+        let (states, _, failure) = run(
+            OK,
+            &[
+                Input::SeatReserved,
+                Input::StepDeadLettered,
+                Input::DeadlinePassed,
+                Input::PaymentRefunded,
+                Input::SeatReleased,
+            ],
+        );
+        assert_eq!(states.last(), Some(&State::Failed));
+        assert_eq!(failure, Some(FailureReason::PaymentTimedOut));
     }
 
     #[test]

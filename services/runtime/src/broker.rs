@@ -220,6 +220,23 @@ async fn bind_messages(
     queue: &QueueSpec,
     name: &str,
 ) -> anyhow::Result<()> {
+    if queue.watches_dead_letters {
+        // A copy of what dies in each watched queue: the dead-letter exchange routes
+        // by the name of the queue a message died in.
+        for watched in queue.messages {
+            channel
+                .queue_bind(
+                    name.into(),
+                    names.resolve(DEAD_LETTER_EXCHANGE).into(),
+                    names.resolve(watched).into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .with_context(|| format!("binding {name} to the dead letters of {watched}"))?;
+        }
+        return Ok(());
+    }
     for t in queue.message_types() {
         channel
             .queue_bind(

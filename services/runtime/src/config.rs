@@ -23,6 +23,9 @@ pub const FAULT_STEPS: &[&str] = &[
     "confirm-booking",
     "refund-payment",
     "release-seat",
+    // Not a saga step: `airline dlq drain` crashes after committing its first batch,
+    // before acking it (to test that nothing is stored twice).
+    "drain-commit",
 ];
 
 /// Everything a service reads from its environment. `Debug` hides the passwords.
@@ -54,6 +57,16 @@ pub struct Config {
     pub step_deadline: Duration,
     /// `AIRLINE_PAYMENT_DEADLINE`: how long the saga waits for a payment step.
     pub payment_deadline: Duration,
+    /// `AIRLINE_HOLD_DEADLINE`: how long a saga whose forward step was
+    /// dead-lettered is held for an operator (replay resumes it) before it is
+    /// compensated anyway.
+    pub hold_deadline: Duration,
+    /// `AIRLINE_DLQ_MAX`: the most dead letters the store keeps; draining stops
+    /// when it is full.
+    pub dlq_max: i64,
+    /// `AIRLINE_DLQ_RETENTION`: how long replayed and discarded dead letters are
+    /// kept before draining deletes them.
+    pub dlq_retention: Duration,
     /// `AIRLINE_PAYMENT_LATENCY`: simulated provider latency per call.
     pub payment_latency: Duration,
     /// `AIRLINE_PAYMENT_FAILURE_RATE`: share (0 to 1) of simulated provider calls
@@ -76,6 +89,9 @@ impl std::fmt::Debug for Config {
             .field("retry_overrides", &self.retry_overrides)
             .field("step_deadline", &self.step_deadline)
             .field("payment_deadline", &self.payment_deadline)
+            .field("hold_deadline", &self.hold_deadline)
+            .field("dlq_max", &self.dlq_max)
+            .field("dlq_retention", &self.dlq_retention)
             .field("payment_latency", &self.payment_latency)
             .field("payment_failure_rate", &self.payment_failure_rate)
             .finish()
@@ -106,6 +122,9 @@ impl Default for Config {
             retry_overrides: BTreeMap::new(),
             step_deadline: Duration::from_secs(10),
             payment_deadline: Duration::from_secs(30),
+            hold_deadline: Duration::from_secs(24 * 3600),
+            dlq_max: 100_000,
+            dlq_retention: Duration::from_secs(14 * 24 * 3600),
             payment_latency: Duration::ZERO,
             payment_failure_rate: 0.0,
         }
@@ -171,6 +190,15 @@ impl Config {
             &mut config.outbox_batch,
             "expected a whole number",
         )?;
+        parse_into(
+            &lookup,
+            "AIRLINE_DLQ_MAX",
+            &mut config.dlq_max,
+            "expected a whole number",
+        )?;
+        if config.dlq_max < 0 {
+            return Err(invalid("AIRLINE_DLQ_MAX", "negative", "must be 0 or more"));
+        }
         if config.prefetch == 0 || config.db_pool == 0 || config.outbox_batch <= 0 {
             return Err(invalid(
                 "AIRLINE_PREFETCH/AIRLINE_DB_POOL/AIRLINE_OUTBOX_BATCH",
@@ -220,6 +248,8 @@ impl Config {
             ("AIRLINE_STEP_DEADLINE", &mut config.step_deadline),
             ("AIRLINE_PAYMENT_DEADLINE", &mut config.payment_deadline),
             ("AIRLINE_PAYMENT_LATENCY", &mut config.payment_latency),
+            ("AIRLINE_HOLD_DEADLINE", &mut config.hold_deadline),
+            ("AIRLINE_DLQ_RETENTION", &mut config.dlq_retention),
         ] {
             if let Some(v) = lookup(name) {
                 *slot = crate::retry::parse_duration(&v).map_err(|e| invalid(name, &v, &e))?;

@@ -452,6 +452,18 @@ impl QueueWorker {
     async fn on_delivery(&self, delivery: Delivery) {
         let incoming = match decode(self.queue, &delivery) {
             Ok(incoming) => incoming,
+            Err(failure) if self.queue.watches_dead_letters => {
+                // A copy of a dead letter that is no valid step of a saga: the
+                // original is in its own DLQ with the reason; nothing to hold.
+                crate::metrics::METRICS.delivery(self.queue.name, "unknown", "ignored");
+                tracing::info!(
+                    queue = %self.queue_name,
+                    kind = %failure.kind,
+                    "a dead-lettered copy that is no saga step; ignored"
+                );
+                ack(&delivery).await;
+                return;
+            }
             Err(failure) => {
                 crate::metrics::METRICS.delivery(self.queue.name, "unknown", "undecodable");
                 tracing::warn!(

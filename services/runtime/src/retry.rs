@@ -103,10 +103,25 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
         ms.parse().ok().map(Duration::from_millis)
     } else if let Some(s) = v.strip_suffix('s') {
         s.parse().ok().map(Duration::from_secs)
+    } else if let Some(m) = v.strip_suffix('m') {
+        m.parse()
+            .ok()
+            .and_then(|m: u64| m.checked_mul(60))
+            .map(Duration::from_secs)
+    } else if let Some(h) = v.strip_suffix('h') {
+        h.parse()
+            .ok()
+            .and_then(|h: u64| h.checked_mul(3600))
+            .map(Duration::from_secs)
+    } else if let Some(d) = v.strip_suffix('d') {
+        d.parse()
+            .ok()
+            .and_then(|d: u64| d.checked_mul(86_400))
+            .map(Duration::from_secs)
     } else {
         None
     };
-    parsed.ok_or_else(|| format!("`{v}` is not a duration like 500ms or 2s"))
+    parsed.ok_or_else(|| format!("`{v}` is not a duration like 500ms, 2s, 5m, 24h or 14d"))
 }
 
 /// The retry tier queue of `queue` (a broker name) for `delay`.
@@ -124,6 +139,18 @@ pub fn jittered(delay: Duration, random: f64) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_take_every_unit_and_refuse_the_rest() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("14d"), Ok(Duration::from_secs(14 * 86_400)));
+        for bad in ["", "5", "1.5s", "-1s", "99999999999999999999d", "1w"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn delays_double_from_the_base_up_to_the_cap() {

@@ -65,7 +65,7 @@ async fn exhausted_retries_dead_letter_with_their_story_and_the_saga_compensates
     let app = spawn_app_with(|c| {
         c.retry = fast_retries();
         c.payment_failure_rate = 1.0;
-        c.payment_deadline = Duration::from_secs(2);
+        c.hold_deadline = Duration::from_secs(2);
     })
     .await;
     let flight = app.create_flight(3).await;
@@ -94,11 +94,19 @@ async fn exhausted_retries_dead_letter_with_their_story_and_the_saga_compensates
         "the broker's x-death is kept"
     );
 
-    // The saga gives up waiting for payment and compensates: nothing was charged.
+    // The saga is held for an operator; nobody replays the dead letter, so at the
+    // hold deadline it compensates: nothing was charged.
     let settled = app.settled(booking).await;
     assert_eq!(settled["status"], "FAILED");
     assert_eq!(settled["failureReason"], "PAYMENT_TIMED_OUT");
     assert_eq!(app.seats_left(flight).await, 3);
+    let steps = history(&app, booking).await;
+    let held = steps
+        .iter()
+        .position(|(_, _, note)| note.contains("held for an operator"))
+        .expect("a hold in the history");
+    assert_eq!(steps[held].0, "COLLECTING_PAYMENT");
+    assert_eq!(steps[held + 1].0, "REFUNDING_PAYMENT");
 }
 
 #[tokio::test]
