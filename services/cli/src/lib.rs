@@ -3,6 +3,7 @@
 //! and the integration tests).
 
 pub mod audit;
+pub mod dlq;
 pub mod saga;
 
 use airline_runtime::Runtime;

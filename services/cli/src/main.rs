@@ -37,6 +37,9 @@ enum Command {
     /// Inspect sagas.
     #[command(subcommand)]
     Saga(SagaCommand),
+    /// Drain, inspect, fix, replay and discard dead letters.
+    #[command(subcommand)]
+    Dlq(airline::dlq::DlqCommand),
     /// Delete every queue and exchange under AIRLINE_PREFIX, messages included
     /// (for throw-away namespaces: tests, smoke runs).
     Teardown {
@@ -141,6 +144,7 @@ fn main() -> ExitCode {
                     println!("{} saga(s)", lines.len());
                 }
             }
+            Command::Dlq(command) => airline::dlq::run(&rt, command, shutdown).await?,
             Command::Teardown { .. } => {
                 let n = airline::teardown(&rt).await?;
                 println!(

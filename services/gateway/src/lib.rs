@@ -6,6 +6,7 @@
 //! request. The relay publishes it with confirms right after. Errors are
 //! `application/problem+json` naming the field at fault. See `openapi.json`.
 
+mod admin;
 mod problem;
 mod routes;
 
@@ -37,6 +38,14 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/healthz"),
     ("get", "/metrics"),
     ("get", "/openapi.json"),
+    ("get", "/v1/admin/dead-letters"),
+    ("post", "/v1/admin/dead-letters/drain"),
+    ("post", "/v1/admin/dead-letters/replay"),
+    ("post", "/v1/admin/dead-letters/discard"),
+    ("get", "/v1/admin/dead-letters/{id}"),
+    ("patch", "/v1/admin/dead-letters/{id}"),
+    ("post", "/v1/admin/dead-letters/{id}/replay"),
+    ("post", "/v1/admin/dead-letters/{id}/discard"),
 ];
 
 /// Shared state of the handlers.
@@ -76,6 +85,15 @@ pub async fn run(
     let relay_stop = CancellationToken::new();
     let (_relay, dispatcher) =
         airline_runtime::service::start_outbox(rt, "gateway", &tasks, &relay_stop).await?;
+    // Replays an operator committed but did not get out (a crashed `airline dlq
+    // replay`, or a replay over HTTP cut short).
+    airline_runtime::service::start_relay(
+        rt,
+        airline_runtime::dead_letters::OPERATOR,
+        &tasks,
+        &relay_stop,
+    )
+    .await?;
     let result =
         airline_runtime::service::serve(app(rt.clone(), dispatcher), listener, shutdown).await;
     relay_stop.cancel();

@@ -32,6 +32,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/v1/bookings/{id}/check-in", post(check_in))
         .route("/v1/loyalty/{customer_id}", get(get_loyalty))
         .route("/openapi.json", get(openapi))
+        .merge(crate::admin::router())
         .with_state(state.clone())
         .merge(airline_runtime::service::health_router(state.rt))
         .fallback(|| async { Problem::not_found("no such route") })
@@ -114,7 +115,7 @@ async fn openapi() -> Response {
 
 /// Reads a JSON body, refusing other content types, oversized bodies and malformed
 /// JSON with a problem.
-fn json_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Value> {
+pub(crate) fn json_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Value> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -132,18 +133,18 @@ fn json_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result
         .map_err(|e| Problem::field("(body)", format!("is not valid JSON: {e}")))
 }
 
-fn path_uuid(name: &str, raw: &str) -> Result<Uuid> {
+pub(crate) fn path_uuid(name: &str, raw: &str) -> Result<Uuid> {
     Uuid::parse_str(raw).map_err(|_| Problem::field(name, "must be a UUID"))
 }
 
-fn query(
+pub(crate) fn query(
     q: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<HashMap<String, String>> {
     q.map(|Query(m)| m)
         .map_err(|e| Problem::field("(query)", e.body_text()))
 }
 
-fn limit(q: &HashMap<String, String>) -> Result<i64> {
+pub(crate) fn limit(q: &HashMap<String, String>) -> Result<i64> {
     match q.get("limit") {
         None => Ok(20),
         Some(s) => match s.parse::<i64>() {

@@ -9,6 +9,7 @@
 //!   messages commit in one transaction; the delivery is acked after the commit; a
 //!   relay publishes the outbox; undecodable or refused messages are dead-lettered
 //!   with their reason;
+//! - [`dead_letters`]: the dead-letter store operators drain, replay and discard;
 //! - [`service`]: starting and stopping a service, `/healthz`, and the `main` of the
 //!   worker binaries.
 
@@ -16,6 +17,7 @@ pub mod broker;
 pub mod config;
 pub mod consumer;
 pub mod db;
+pub mod dead_letters;
 pub mod metrics;
 pub mod outbox;
 pub mod retry;

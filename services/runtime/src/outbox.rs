@@ -58,7 +58,12 @@ impl Pending {
     #[must_use]
     pub fn envelope(&self, names: &Names, producer: &str) -> Envelope {
         Envelope {
-            exchange: names.resolve(&self.exchange),
+            // '' is the default exchange (a replay straight to a queue), never prefixed.
+            exchange: if self.exchange.is_empty() {
+                String::new()
+            } else {
+                names.resolve(&self.exchange)
+            },
             routing_key: self.routing_key.clone(),
             properties: properties(
                 &self.message_id.to_string(),

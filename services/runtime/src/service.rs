@@ -343,7 +343,12 @@ where
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{process}: {e:#}");
-            ExitCode::FAILURE
+            // A refused request (a bad id, a bad edit) is the caller's mistake.
+            if e.downcast_ref::<crate::dead_letters::Refusal>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

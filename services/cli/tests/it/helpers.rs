@@ -41,6 +41,7 @@ pub struct TestApp {
     pub rt: Runtime,
     pub names: Names,
     shutdown: CancellationToken,
+    services: Option<tokio::task::JoinHandle<()>>,
     database: String,
 }
 
@@ -87,28 +88,86 @@ async fn spawn(configure: impl FnOnce(&mut Config), run_services: bool) -> TestA
         .expect("a free port");
     let base = format!("http://{}", listener.local_addr().expect("bound"));
     let shutdown = CancellationToken::new();
-    if run_services {
-        let (rt, shutdown) = (rt.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            if let Err(e) = airline::run_all(&rt, listener, shutdown).await {
-                eprintln!("test system stopped: {e:#}");
-            }
-        });
-    }
+    let services = run_services.then(|| start_services(&rt, listener, &shutdown));
     TestApp {
         base,
         http: reqwest::Client::new(),
         names: rt.names.clone(),
         rt,
         shutdown,
+        services,
         database,
+    }
+}
+
+fn start_services(
+    rt: &Runtime,
+    listener: tokio::net::TcpListener,
+    shutdown: &CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let (rt, shutdown) = (rt.clone(), shutdown.clone());
+    tokio::spawn(async move {
+        if let Err(e) = airline::run_all(&rt, listener, shutdown).await {
+            eprintln!("test system stopped: {e:#}");
+        }
+    })
+}
+
+#[allow(dead_code)] // used by some test binaries only
+impl TestApp {
+    /// Stops the services, then starts them again on the same database and broker
+    /// namespace with `configure` applied to the configuration (e.g. an outage over).
+    pub async fn restart_with(&mut self, configure: impl FnOnce(&mut Config)) {
+        self.shutdown.cancel();
+        if let Some(running) = self.services.take() {
+            running.await.expect("services stopped");
+        }
+        let mut config = self.rt.config.clone();
+        configure(&mut config);
+        let rt = Runtime::start(config, "airline-test")
+            .await
+            .expect("system starts again");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a free port");
+        self.base = format!("http://{}", listener.local_addr().expect("bound"));
+        self.shutdown = CancellationToken::new();
+        self.services = Some(start_services(&rt, listener, &self.shutdown));
+        let old = std::mem::replace(&mut self.rt, rt);
+        old.close().await;
+    }
+
+    /// Runs the `airline` binary on this app's database and namespace with extra
+    /// environment variables; returns its exit code, stdout and stderr.
+    pub fn cli(&self, args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_airline"))
+            .args(args)
+            .env("DATABASE_URL", &self.rt.config.database_url)
+            .env("AMQP_URL", &self.rt.config.amqp_url)
+            .env("AIRLINE_PREFIX", self.names.prefix())
+            .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
+            .output()
+            .expect("airline runs");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 }
 
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
-        let queues = airline_runtime::broker::declared_queues(&self.names, &self.rt.config);
+        let mut queues = airline_runtime::broker::declared_queues(&self.names, &self.rt.config);
+        // `airline` run as a subprocess (`cli`) declares the default retry tiers.
+        queues.extend(airline_runtime::broker::declared_queues(
+            &self.names,
+            &Config::default(),
+        ));
+        queues.sort();
+        queues.dedup();
         let names = self.names.clone();
         let database = self.database.clone();
         // Clean up on a runtime of its own: this may run while a failed test unwinds.

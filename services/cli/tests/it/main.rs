@@ -2,6 +2,7 @@
 //! Each test runs its own system in its own database and broker namespace.
 
 mod audit;
+mod dlq;
 mod failures;
 mod helpers;
 mod http;
