@@ -1,6 +1,7 @@
 //! Prometheus metrics, served as text at `/metrics` on the gateway and on every
 //! worker. Counters and histograms are updated where things happen; gauges that
-//! describe state (outbox backlog, sagas by state, queue depths) are read when
+//! describe state (outbox backlog, sagas by state, queue and DLQ depths, the
+//! dead-letter store) are read when
 //! scraped.
 
 use std::sync::LazyLock;
@@ -29,6 +30,7 @@ pub struct Metrics {
     outbox: IntGaugeVec,
     sagas: IntGaugeVec,
     queue_depth: IntGaugeVec,
+    dead_letters: IntGaugeVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -87,7 +89,16 @@ fn build() -> prometheus::Result<Metrics> {
             &["producer", "measure"],
         )?,
         sagas: gauge("sagas", "Bookings by saga state.", &["state"])?,
-        queue_depth: gauge("queue_depth", "Messages ready in each queue.", &["queue"])?,
+        queue_depth: gauge(
+            "queue_depth",
+            "Messages ready in each work queue and each DLQ (<queue>.dlq).",
+            &["queue"],
+        )?,
+        dead_letters: gauge(
+            "dead_letters",
+            "Dead letters in the store (airline dlq), by queue and status.",
+            &["queue", "status"],
+        )?,
         registry,
     })
 }
@@ -142,9 +153,28 @@ impl Metrics {
                 self.sagas.with_label_values(&[&state]).set(n);
             }
         }
+        if let Ok(counts) = crate::dead_letters::counts(&rt.pool).await {
+            self.dead_letters.reset();
+            for c in counts {
+                for (status, n) in [
+                    ("stored", c.stored),
+                    ("replayed", c.replayed),
+                    ("discarded", c.discarded),
+                ] {
+                    self.dead_letters
+                        .with_label_values(&[&c.queue, status])
+                        .set(n);
+                }
+            }
+        }
         if let Ok(channel) = rt.broker.create_channel().await {
-            for queue in airline_contracts::QUEUES {
-                let name = rt.names.resolve(queue.name);
+            let queues = airline_contracts::QUEUES.iter().flat_map(|q| {
+                let dlq = (q.consumer != airline_contracts::topology::PARKING)
+                    .then(|| format!("{}{}", q.name, airline_contracts::topology::DLQ_SUFFIX));
+                std::iter::once(q.name.to_owned()).chain(dlq)
+            });
+            for logical in queues {
+                let name = rt.names.resolve(&logical);
                 let declared = channel
                     .queue_declare(
                         name.as_str().into(),
@@ -158,7 +188,7 @@ impl Metrics {
                 match declared {
                     Ok(q) => self
                         .queue_depth
-                        .with_label_values(&[queue.name])
+                        .with_label_values(&[&logical])
                         .set(i64::from(q.message_count())),
                     // A failed passive declare closes the channel: stop here.
                     Err(_) => break,
@@ -166,5 +196,53 @@ impl Metrics {
             }
             let _ = channel.close(200, "metrics read".into()).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every metric the Grafana dashboard in docs/ queries exists, with its labels.
+    #[test]
+    fn the_dashboard_uses_only_metrics_that_exist() {
+        let dashboard = include_str!("../../../docs/grafana/airline-dashboard.json");
+        let m = &*METRICS;
+        // Touch every vector once so that it is gathered.
+        m.delivery("q", "t", "handled");
+        m.handler_seconds.with_label_values(&["q"]).observe(0.1);
+        m.booking_seconds
+            .with_label_values(&["CONFIRMED"])
+            .observe(0.1);
+        m.http_requests
+            .with_label_values(&["/r", "GET", "200"])
+            .inc();
+        m.http_seconds
+            .with_label_values(&["/r", "GET"])
+            .observe(0.1);
+        m.outbox.with_label_values(&["p", "rows"]).set(1);
+        m.sagas.with_label_values(&["CONFIRMED"]).set(1);
+        m.queue_depth.with_label_values(&["q"]).set(1);
+        m.dead_letters.with_label_values(&["q", "stored"]).set(1);
+        let families: Vec<String> = m
+            .registry
+            .gather()
+            .iter()
+            .map(|f| f.name().to_owned())
+            .collect();
+        let mut used = 0;
+        for (i, _) in dashboard.match_indices("airline_") {
+            let name: String = dashboard[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            let family = ["_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(&name);
+            assert!(families.iter().any(|f| f == family), "{name} is not served");
+            used += 1;
+        }
+        assert!(used >= 10, "the dashboard queries the metrics");
     }
 }
