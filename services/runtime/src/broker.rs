@@ -513,11 +513,34 @@ impl std::fmt::Debug for Publisher {
 /// # Errors
 /// When the channel cannot be opened.
 pub async fn confirm_channel(connection: &Connection) -> anyhow::Result<Channel> {
-    let channel = connection.create_channel().await?;
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
+    let channel = bounded("opening a channel", connection.create_channel()).await??;
+    bounded(
+        "turning on confirms",
+        channel.confirm_select(ConfirmSelectOptions::default()),
+    )
+    .await??;
     Ok(channel)
+}
+
+/// How long one broker operation (opening a channel, a publish, a subscription)
+/// may take. A channel of a connection that never recovers stays "reconnecting",
+/// and an operation on it can wait for ever: it must fail instead, so that the
+/// caller moves to a new channel.
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `future`, or an error naming `what` after [`OPERATION_TIMEOUT`].
+///
+/// # Errors
+/// When it takes longer.
+pub async fn bounded<T>(
+    what: &str,
+    future: impl std::future::Future<Output = T>,
+) -> anyhow::Result<T> {
+    tokio::time::timeout(OPERATION_TIMEOUT, future)
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!("{what}: no answer from the broker within {OPERATION_TIMEOUT:?}")
+        })
 }
 
 impl Publisher {
@@ -600,8 +623,9 @@ const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 pub async fn publish_on(channel: &Channel, envelopes: &[Envelope]) -> anyhow::Result<()> {
     let mut pending = Vec::with_capacity(envelopes.len());
     for e in envelopes {
-        let confirm = channel
-            .basic_publish(
+        let confirm = bounded(
+            "publishing",
+            channel.basic_publish(
                 ShortString::from(e.exchange.as_str()),
                 ShortString::from(e.routing_key.as_str()),
                 BasicPublishOptions {
@@ -610,9 +634,11 @@ pub async fn publish_on(channel: &Channel, envelopes: &[Envelope]) -> anyhow::Re
                 },
                 &e.body,
                 e.properties.clone(),
-            )
-            .await
-            .with_context(|| format!("publishing to {} / {}", e.exchange, e.routing_key))?;
+            ),
+        )
+        .await
+        .and_then(|r| r.map_err(anyhow::Error::from))
+        .with_context(|| format!("publishing to {} / {}", e.exchange, e.routing_key))?;
         pending.push((e, confirm));
     }
     for (e, confirm) in pending {

@@ -315,22 +315,28 @@ async fn subscribe(
     queue_name: &str,
     queue: &QueueSpec,
 ) -> anyhow::Result<(lapin::Channel, lapin::Consumer)> {
-    let channel = ctx.broker.create_channel().await?;
+    use crate::broker::bounded;
+    let channel = bounded("opening a channel", ctx.broker.create_channel()).await??;
     // Prefetch bounds how many deliveries this consumer handles at once: each is
     // handled in its own task, and each holds one database connection while it runs.
-    channel
-        .basic_qos(ctx.prefetch, BasicQosOptions::default())
-        .await?;
-    let deliveries = channel
-        .basic_consume(
+    bounded(
+        "setting the prefetch",
+        channel.basic_qos(ctx.prefetch, BasicQosOptions::default()),
+    )
+    .await??;
+    let deliveries = bounded(
+        "subscribing",
+        channel.basic_consume(
             queue_name.into(),
             format!("{}-{}-{}", ctx.service, std::process::id(), queue.name).into(),
             // Manual acknowledgement: a delivery is acked after its commit.
             BasicConsumeOptions::default(),
             FieldTable::default(),
-        )
-        .await
-        .with_context(|| format!("subscribing to {queue_name}"))?;
+        ),
+    )
+    .await
+    .and_then(|r| r.map_err(anyhow::Error::from))
+    .with_context(|| format!("subscribing to {queue_name}"))?;
     tracing::info!(queue = %queue_name, service = ctx.service, "consuming");
     Ok((channel, deliveries))
 }
