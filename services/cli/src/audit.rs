@@ -58,6 +58,11 @@ const CHECKS: &[(&str, &str)] = &[
           WHERE b.state = 'CONFIRMED' AND r.booking_id IS NULL",
     ),
     (
+        "seats",
+        "SELECT format('flight %s has %s seats left of %s', id, seats_left, seats_total)
+           FROM catalog.flights WHERE seats_left < 0 OR seats_left > seats_total",
+    ),
+    (
         "money",
         "SELECT format('booking %s is %s but its charge %s is captured and not refunded', b.id, b.state, p.charge_id)
            FROM payment.payments p JOIN booking.bookings b ON b.id = p.booking_id
@@ -135,6 +140,49 @@ pub async fn audit(pool: &PgPool) -> anyhow::Result<Report> {
         violations,
         stats,
     })
+}
+
+/// [`audit`], plus the check that needs the broker: every booking that failed with
+/// `COMPENSATION_FAILED` was parked, and its record is in the booking DLQ or the
+/// dead-letter store.
+///
+/// # Errors
+/// Database or broker errors.
+pub async fn audit_all(rt: &airline_runtime::Runtime) -> anyhow::Result<Report> {
+    let mut report = audit(&rt.pool).await?;
+    let unstored: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM booking.bookings b
+          WHERE b.failure_reason = 'COMPENSATION_FAILED'
+            AND NOT EXISTS (SELECT 1 FROM messaging.dead_letters d
+                             WHERE d.queue = 'booking.dlq' AND d.correlation_id = b.id::text)",
+    )
+    .fetch_one(&rt.pool)
+    .await?;
+    if unstored > 0 {
+        let channel = rt.broker.create_channel().await?;
+        let waiting = channel
+            .queue_declare(
+                rt.names.resolve("booking.dlq").into(),
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                lapin::types::FieldTable::default(),
+            )
+            .await
+            .map_or(0, |q| i64::from(q.message_count()));
+        let _ = channel.close(200, "audit".into()).await;
+        if unstored > waiting {
+            report.violations.push(Violation {
+                check: "sagas",
+                detail: format!(
+                    "{unstored} booking(s) failed with COMPENSATION_FAILED are not in the dead-letter store, and the booking DLQ holds only {waiting}"
+                ),
+            });
+            report.ok = false;
+        }
+    }
+    Ok(report)
 }
 
 /// The report for a person.

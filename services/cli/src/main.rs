@@ -99,7 +99,7 @@ fn main() -> ExitCode {
                 println!("{n} demo flights present");
             }
             Command::Audit { json } => {
-                let report = airline::audit::audit(&rt.pool).await?;
+                let report = airline::audit::audit_all(&rt).await?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&report)?);
                 } else {

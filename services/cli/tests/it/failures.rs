@@ -132,6 +132,18 @@ async fn a_compensation_that_cannot_finish_parks_the_saga_in_the_booking_dlq() {
         .await;
     let body: Value = serde_json::from_slice(&parked.delivery.data).expect("json");
     assert_eq!(body["bookingId"], booking.to_string());
+    // Taken off the booking DLQ and never stored: the audit notices.
+    let report = airline::audit::audit_all(&app.rt)
+        .await
+        .expect("audit runs");
+    assert!(
+        report
+            .violations
+            .iter()
+            .any(|v| v.check == "sagas" && v.detail.contains("COMPENSATION_FAILED")),
+        "{:?}",
+        report.violations
+    );
     assert_eq!(body["stuckIn"], "REFUNDING_PAYMENT");
     assert_eq!(body["reason"], "COMPENSATION_FAILED");
     assert_eq!(body["originalFailure"], "CONFIRMATION_FAILED");
