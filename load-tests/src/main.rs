@@ -1,6 +1,8 @@
 //! `airline-load`: drives the booking pipeline with open-loop load and reports honest
 //! numbers. See `docs/benchmarks.md`.
 
+mod chaos;
+mod hostile;
 mod report;
 mod run;
 mod stats;
@@ -42,6 +44,77 @@ enum Mode {
     Baseline(RunArgs),
     /// Run one mode at several offered rates and chart throughput and p99 per rate.
     Sweep(SweepArgs),
+    /// Start the system as separate processes, drive bookings while killing and
+    /// restarting workers, the broker and the database, then drain and audit.
+    /// Exits 1 on any lost booking or invariant violation. Restarts RabbitMQ and
+    /// PostgreSQL: run it on a machine of its own (see docs/reliability.md).
+    Chaos(ChaosArgs),
+    /// Good bookings over the broker (as `amqp`) while malformed, oversized, wrongly
+    /// typed and replayed messages are published onto every work queue; checks that
+    /// each bad one is dead-lettered with its reason. Exits 1 if one is not, or a
+    /// good booking is lost.
+    Hostile(HostileArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+struct HostileArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// Rounds of bad messages (each round: every bad case on every work queue).
+    #[arg(long, default_value_t = 20)]
+    rounds: u32,
+    /// Time between rounds.
+    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+    every: Duration,
+}
+
+#[derive(Debug, Clone, Args)]
+struct ChaosArgs {
+    /// The broker [env: AMQP_URL]
+    #[arg(
+        long,
+        env = "AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        hide_env_values = true
+    )]
+    amqp_url: String,
+    /// The PostgreSQL server; the run creates its own database on it and drops it
+    /// afterwards [env: DATABASE_URL]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/airline",
+        hide_env_values = true
+    )]
+    database_url: String,
+    /// Bookings per second.
+    #[arg(long, default_value_t = 100.0)]
+    rate: f64,
+    /// How long to send bookings while faults are injected (at least 30s).
+    #[arg(long, default_value = "120s", value_parser = parse_duration)]
+    duration: Duration,
+    /// How long to wait after the last send before counting a booking lost.
+    #[arg(long, default_value = "120s", value_parser = parse_duration)]
+    drain_timeout: Duration,
+    /// Where the built binaries are (default: beside airline-load).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// The gateway's port; the workers take the next five (and two more for the
+    /// second copies).
+    #[arg(long, default_value_t = 18900)]
+    port: u16,
+    /// Do not restart RabbitMQ and PostgreSQL (when others share them).
+    #[arg(long)]
+    no_restarts: bool,
+    /// Keep the run's database and broker namespace for inspection.
+    #[arg(long)]
+    keep: bool,
+    /// Each process's log goes to DIR/<run>/<process>.log.
+    #[arg(long, default_value = "target/chaos-logs")]
+    logs: PathBuf,
+    /// Write the figures as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -168,11 +241,13 @@ fn validate(a: &RunArgs) -> Result<(), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let args = match &cli.mode {
-        Mode::Amqp(a) | Mode::Http(a) | Mode::Search(a) | Mode::Baseline(a) => a,
-        Mode::Sweep(s) => &s.run,
+    let checked = match &cli.mode {
+        Mode::Amqp(a) | Mode::Http(a) | Mode::Search(a) | Mode::Baseline(a) => validate(a),
+        Mode::Sweep(s) => validate(&s.run),
+        Mode::Chaos(c) => validate_chaos(c),
+        Mode::Hostile(h) => validate(&h.run),
     };
-    if let Err(e) = validate(args) {
+    if let Err(e) = checked {
         eprintln!("airline-load: {e}");
         return ExitCode::from(2);
     }
@@ -189,7 +264,9 @@ fn main() -> ExitCode {
     match runtime.block_on(dispatch(cli.mode)) {
         Ok(0) => ExitCode::SUCCESS,
         Ok(lost) => {
-            eprintln!("airline-load: {lost} accepted bookings never settled");
+            eprintln!(
+                "airline-load: {lost} accepted bookings never settled (or invariants broken)"
+            );
             ExitCode::FAILURE
         }
         Err(e) => {
@@ -206,7 +283,89 @@ async fn dispatch(mode: Mode) -> anyhow::Result<u64> {
         Mode::Search(a) => single("search", a).await,
         Mode::Baseline(a) => single("baseline", a).await,
         Mode::Sweep(s) => sweep(s).await,
+        Mode::Chaos(c) => chaos_run(c).await,
+        Mode::Hostile(h) => hostile_run(h).await,
     }
+}
+
+/// Returns lost good bookings, plus one if a bad message was not dead-lettered as
+/// expected.
+async fn hostile_run(h: HostileArgs) -> anyhow::Result<u64> {
+    let c = &h.run.connection;
+    let connection = airline_runtime::broker::connect(&c.amqp_url, "airline-load-hostile").await?;
+    let pool = airline_runtime::db::connect(&c.database_url, 2).await?;
+    let names = Names::new(c.prefix.clone());
+    let (flight, _) = targets::create_flights(&pool, 1, 10, 0).await?;
+    let (good, bad) = tokio::join!(
+        execute("amqp", &h.run),
+        hostile::flood(&connection, &names, flight[0], h.rounds, h.every)
+    );
+    let (summary, _) = good?;
+    let (cases, replayed) = bad?;
+    let report = hostile::check(
+        &connection,
+        &names,
+        &pool,
+        cases,
+        replayed,
+        Duration::from_secs(60),
+    )
+    .await?;
+    let _ = connection.close(200, "done".into()).await;
+    println!("good bookings, meanwhile:");
+    print_table(std::slice::from_ref(&summary));
+    println!();
+    print!("{}", hostile::render(&report));
+    if let Some(path) = &h.run.json {
+        std::fs::write(
+            path,
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "good": summary, "hostile": report }),
+            )?,
+        )?;
+    }
+    Ok(summary.lost + u64::from(!report.ok))
+}
+
+fn validate_chaos(c: &ChaosArgs) -> Result<(), String> {
+    if !(c.rate > 0.0 && c.rate.is_finite()) {
+        return Err("--rate must be above zero".into());
+    }
+    if c.duration < Duration::from_secs(30) {
+        return Err("--duration must be at least 30s (the faults are spread over it)".into());
+    }
+    if c.port > u16::MAX - 8 {
+        return Err("--port leaves no room for the workers' ports".into());
+    }
+    Ok(())
+}
+
+/// Returns the number of lost bookings plus violations (0 = passed).
+async fn chaos_run(c: ChaosArgs) -> anyhow::Result<u64> {
+    let report = chaos::run(chaos::Settings {
+        amqp_url: c.amqp_url,
+        database_url: c.database_url,
+        rate: c.rate,
+        duration: c.duration,
+        drain_timeout: c.drain_timeout,
+        bin_dir: c.bin_dir.unwrap_or_else(chaos::default_bin_dir),
+        base_port: c.port,
+        keep: c.keep,
+        no_restarts: c.no_restarts,
+        logs: c.logs,
+    })
+    .await?;
+    print!("{}", chaos::render(&report));
+    if let Some(path) = &c.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+    }
+    if !report.violations.is_empty() {
+        eprintln!(
+            "airline-load: {} invariant violation(s)",
+            report.violations.len()
+        );
+    }
+    Ok(report.lost + report.violations.len() as u64)
 }
 
 async fn single(mode: &str, args: RunArgs) -> anyhow::Result<u64> {

@@ -1,0 +1,732 @@
+//! `airline-load chaos`: the system as separate processes from the built binaries,
+//! driven at a steady rate while faults are injected (workers killed and restarted,
+//! a second copy of workers, broker connections closed, RabbitMQ and PostgreSQL
+//! restarted, the payment provider slowed past its deadline); then the pipeline is
+//! drained and the books audited. Every accepted booking must settle and the audit
+//! must find nothing. See docs/reliability.md.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use serde::Serialize;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// The settings of a chaos run.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub amqp_url: String,
+    /// The PostgreSQL server (the run makes its own database on it).
+    pub database_url: String,
+    pub rate: f64,
+    pub duration: Duration,
+    pub drain_timeout: Duration,
+    pub bin_dir: PathBuf,
+    pub base_port: u16,
+    /// Keep the run's database and broker namespace afterwards.
+    pub keep: bool,
+    /// Skip the faults that restart RabbitMQ and PostgreSQL (shared servers).
+    pub no_restarts: bool,
+    /// Where each process's log goes (`<key>.log`).
+    pub logs: PathBuf,
+}
+
+/// One fault, as injected.
+#[derive(Debug, Clone, Serialize)]
+pub struct Fault {
+    /// Seconds since the first booking was sent.
+    pub at_s: f64,
+    pub fault: String,
+    /// How long the fault took to inject (and, for restarts, to come back).
+    pub took_s: f64,
+}
+
+/// The run's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChaosReport {
+    pub rate: f64,
+    pub duration_s: f64,
+    /// Bookings the gateway answered 202.
+    pub accepted: u64,
+    /// Requests that got no 202 (the gateway refused or was unreachable): not
+    /// bookings, the client knows.
+    pub refused: u64,
+    /// Accepted bookings in a terminal state at the end.
+    pub settled: u64,
+    /// Accepted bookings not terminal after the drain timeout, or missing.
+    pub lost: u64,
+    pub confirmed: u64,
+    pub failed: u64,
+    /// Failed bookings by reason.
+    pub failure_reasons: HashMap<String, u64>,
+    /// Sagas held by a dead-lettered step at some point.
+    pub held: u64,
+    /// Duplicate deliveries the inboxes recognised and ignored.
+    pub duplicates_absorbed: i64,
+    /// The audit's violations (each `check: detail`).
+    pub violations: Vec<String>,
+    pub faults: Vec<Fault>,
+    /// Seconds from the last send until every accepted booking settled.
+    pub drain_s: f64,
+    pub database: String,
+    pub prefix: String,
+}
+
+const WORKERS: [&str; 5] = ["catalog", "booking", "payment", "loyalty", "notify"];
+
+/// The deadlines a chaos run gives the system: the seat steps' default (10 s); the
+/// payment deadline shortened from 30 s to 10 s and the hold deadline from 24 h to
+/// 30 s, so that a slow provider and a held saga settle within the run.
+const DEADLINES: &[(&str, &str)] = &[
+    ("AIRLINE_STEP_DEADLINE", "10s"),
+    ("AIRLINE_PAYMENT_DEADLINE", "10s"),
+    ("AIRLINE_HOLD_DEADLINE", "30s"),
+];
+
+/// The slow-provider fault: every provider call takes longer than the payment
+/// deadline, for a while.
+const SLOW_PAYMENT_LATENCY: &str = "11s";
+const SLOW_PAYMENT_FOR: Duration = Duration::from_secs(14);
+
+struct Process {
+    name: String,
+    child: Child,
+}
+
+/// The system's processes.
+struct System {
+    bin_dir: PathBuf,
+    logs: PathBuf,
+    env: Vec<(String, String)>,
+    base_port: u16,
+    running: HashMap<String, Process>,
+    next_port: u16,
+}
+
+impl System {
+    fn spawn(&mut self, key: &str, service: &str, extra: &[(&str, String)]) -> anyhow::Result<()> {
+        let binary = self.bin_dir.join(format!("airline-{service}"));
+        let port = if service == "gateway" {
+            self.base_port
+        } else {
+            self.next_port += 1;
+            self.next_port
+        };
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.logs.join(format!("{key}.log")))
+            .with_context(|| format!("opening the log of {key} in {}", self.logs.display()))?;
+        let mut cmd = Command::new(&binary);
+        cmd.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("AIRLINE_HTTP_ADDR", format!("127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {} (build it first)", binary.display()))?;
+        self.running.insert(
+            key.to_owned(),
+            Process {
+                name: service.to_owned(),
+                child,
+            },
+        );
+        Ok(())
+    }
+
+    fn kill(&mut self, key: &str) {
+        if let Some(mut p) = self.running.remove(key) {
+            let _ = p.child.kill();
+            let _ = p.child.wait();
+        }
+    }
+
+    fn terminate(&mut self, key: &str) {
+        if let Some(mut p) = self.running.remove(key) {
+            let _ = Command::new("kill")
+                .args(["-TERM", &p.child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if matches!(p.child.try_wait(), Ok(Some(_))) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = p.child.kill();
+            let _ = p.child.wait();
+        }
+    }
+
+    /// The processes that exited on their own (crashes) since the last look.
+    fn crashed(&mut self) -> Option<String> {
+        let mut gone = Vec::new();
+        for (key, p) in &mut self.running {
+            if let Ok(Some(status)) = p.child.try_wait() {
+                gone.push((
+                    key.clone(),
+                    format!("{} exited on its own: {status}", p.name),
+                ));
+            }
+        }
+        for (key, _) in &gone {
+            self.running.remove(key);
+        }
+        let what: Vec<String> = gone.into_iter().map(|(_, w)| w).collect();
+        (!what.is_empty()).then(|| what.join("; "))
+    }
+
+    fn stop_all(&mut self) {
+        let keys: Vec<String> = self.running.keys().cloned().collect();
+        for k in keys {
+            self.terminate(&k);
+        }
+    }
+}
+
+fn run_tool(program: &str, args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {program}"))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{program} {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(())
+}
+
+fn postgres_cluster() -> anyhow::Result<String> {
+    let versions: Vec<String> = std::fs::read_dir("/etc/postgresql")
+        .context("finding the PostgreSQL cluster (/etc/postgresql)")?
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    versions
+        .into_iter()
+        .next()
+        .context("no PostgreSQL cluster in /etc/postgresql")
+}
+
+fn server_of(database_url: &str) -> String {
+    let without_query = database_url.split('?').next().unwrap_or(database_url);
+    match without_query.rsplit_once('/') {
+        Some((server, _)) if server.contains("://") && !server.ends_with('/') => server.to_owned(),
+        _ => without_query.trim_end_matches('/').to_owned(),
+    }
+}
+
+async fn healthy(client: &reqwest::Client, port: u16, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Ok(r) = client
+            .get(format!("http://127.0.0.1:{port}/healthz"))
+            .send()
+            .await
+            && r.status().is_success()
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
+
+/// The booking mix: mostly approvals, some declines, flaky cards and sold-out flights.
+fn booking_body(i: u64, open: &[Uuid], full: Uuid) -> Value {
+    let (flight, token) = match i % 20 {
+        0 | 10 => (full, "tok_visa"),
+        1 | 11 => (open[i as usize % open.len()], "tok_chargeDeclined"),
+        2 | 12 => (open[i as usize % open.len()], "tok_flaky"),
+        _ => (open[i as usize % open.len()], "tok_visa"),
+    };
+    json!({ "outboundFlightId": flight, "customerId": format!("chaos-{}", i % 500), "paymentToken": token })
+}
+
+type Accepted = Arc<Mutex<Vec<Uuid>>>;
+
+/// Sends bookings open-loop at `rate` for `duration`; returns the accepted ids and
+/// the number refused.
+async fn drive(
+    client: reqwest::Client,
+    gateway: String,
+    rate: f64,
+    duration: Duration,
+    open: Vec<Uuid>,
+    full: Uuid,
+) -> (Vec<Uuid>, u64) {
+    let accepted: Accepted = Arc::default();
+    let refused = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let count = (rate * duration.as_secs_f64()).round() as u64;
+    let start = tokio::time::Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..count {
+        tokio::time::sleep_until(start + Duration::from_secs_f64(i as f64 / rate)).await;
+        let (client, url, accepted, refused) = (
+            client.clone(),
+            format!("{gateway}/v1/bookings"),
+            Arc::clone(&accepted),
+            Arc::clone(&refused),
+        );
+        let body = booking_body(i, &open, full);
+        tasks.spawn(async move {
+            let answer = client.post(url).json(&body).send().await;
+            let id = match answer {
+                Ok(r) if r.status() == reqwest::StatusCode::ACCEPTED => r
+                    .json::<Value>()
+                    .await
+                    .ok()
+                    .and_then(|v| v["id"].as_str().and_then(|s| s.parse().ok())),
+                _ => None,
+            };
+            match id {
+                Some(id) => accepted
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(id),
+                None => {
+                    refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        });
+        while tasks.try_join_next().is_some() {}
+    }
+    while tasks.join_next().await.is_some() {}
+    let ids = std::mem::take(&mut *accepted.lock().unwrap_or_else(PoisonError::into_inner));
+    (ids, refused.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+async fn unsettled(pool: &PgPool, ids: &[Uuid]) -> anyhow::Result<u64> {
+    let settled: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM booking.bookings WHERE id = ANY($1) AND state IN ('CONFIRMED', 'FAILED')",
+    )
+    .bind(ids)
+    .fetch_one(pool)
+    .await?;
+    Ok(ids.len() as u64 - u64::try_from(settled).unwrap_or(0))
+}
+
+/// Runs the whole chaos run.
+///
+/// # Errors
+/// When the system cannot be started or the database cannot be read; a lost booking
+/// or a violation is a finding, in the report, not an error.
+pub async fn run(settings: Settings) -> anyhow::Result<ChaosReport> {
+    let id = Uuid::new_v4().simple().to_string();
+    let database = format!("airline_chaos_{}", &id[..12]);
+    let prefix = format!("chaos.{}.", &id[..12]);
+    let database_url = format!("{}/{database}", server_of(&settings.database_url));
+    let mut env: Vec<(String, String)> = vec![
+        ("AMQP_URL".into(), settings.amqp_url.clone()),
+        ("DATABASE_URL".into(), database_url.clone()),
+        ("AIRLINE_PREFIX".into(), prefix.clone()),
+        ("RUST_LOG".into(), "warn".into()),
+        // Up to eight processes at once, and PostgreSQL's 100 connections.
+        ("AIRLINE_DB_POOL".into(), "8".into()),
+    ];
+    env.extend(
+        DEADLINES
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    let logs = settings.logs.join(&id[..12]);
+    std::fs::create_dir_all(&logs)
+        .with_context(|| format!("creating the log directory {}", logs.display()))?;
+    eprintln!("chaos: process logs in {}", logs.display());
+    let mut system = System {
+        bin_dir: settings.bin_dir.clone(),
+        logs,
+        env: env.clone(),
+        base_port: settings.base_port,
+        running: HashMap::new(),
+        next_port: settings.base_port,
+    };
+    let result = run_inside(&settings, &mut system, &database_url, &database, &prefix).await;
+    system.stop_all();
+    if !settings.keep {
+        let teardown = Command::new(settings.bin_dir.join("airline"))
+            .args(["teardown", "--yes"])
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output();
+        if let Err(e) = teardown {
+            eprintln!("chaos: could not remove the broker namespace {prefix}: {e}");
+        }
+        if let Ok(mut admin) =
+            sqlx::PgConnection::connect(&format!("{}/postgres", server_of(&settings.database_url)))
+                .await
+        {
+            let _ = sqlx::query(&format!(
+                "DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"
+            ))
+            .execute(&mut admin)
+            .await;
+        }
+    }
+    result
+}
+
+use sqlx::Connection as _;
+
+#[allow(clippy::too_many_lines)] // one timeline, read top to bottom
+async fn run_inside(
+    settings: &Settings,
+    system: &mut System,
+    database_url: &str,
+    database: &str,
+    prefix: &str,
+) -> anyhow::Result<ChaosReport> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    // The gateway first: it creates the database and migrates what it reads.
+    system.spawn("gateway", "gateway", &[])?;
+    anyhow::ensure!(
+        healthy(&client, settings.base_port, Duration::from_secs(60)).await,
+        "the gateway did not become healthy"
+    );
+    for w in WORKERS {
+        system.spawn(w, w, &[])?;
+    }
+    for port in settings.base_port + 1..=settings.base_port + 5 {
+        anyhow::ensure!(
+            healthy(&client, port, Duration::from_secs(60)).await,
+            "a worker did not become healthy (port {port})"
+        );
+    }
+    let pool = airline_runtime::db::connect(database_url, 4).await?;
+    let (open, full) = crate::targets::create_flights(&pool, 4, 10_000, 1).await?;
+    let gateway = format!("http://127.0.0.1:{}", settings.base_port);
+    eprintln!(
+        "chaos: {} bookings/s for {:.0} s on {database} / {prefix}",
+        settings.rate,
+        settings.duration.as_secs_f64()
+    );
+
+    let started = Instant::now();
+    let sender = tokio::spawn(drive(
+        client.clone(),
+        gateway.clone(),
+        settings.rate,
+        settings.duration,
+        open,
+        full[0],
+    ));
+
+    // The timeline: each fault at a share of the run.
+    let d = settings.duration.as_secs_f64();
+    let mut faults = Vec::new();
+    let mut schedule: Vec<(f64, &str)> = vec![
+        (0.08, "kill -9 catalog, restart"),
+        (0.14, "kill -9 booking, restart"),
+        (0.20, "kill -9 payment, restart"),
+        (0.26, "kill -9 loyalty, restart"),
+        (0.30, "kill -9 notify, restart"),
+        (0.34, "second copy of booking and payment"),
+        (0.44, "close every broker connection"),
+        (0.52, "stop the second copies"),
+        (0.80, "payment provider slower than the payment deadline"),
+    ];
+    if !settings.no_restarts {
+        schedule.push((0.60, "restart RabbitMQ"));
+        schedule.push((0.74, "restart PostgreSQL"));
+    }
+    schedule.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut slow_payment_until = None;
+    for (share, fault) in schedule {
+        let at = Duration::from_secs_f64(d * share);
+        if let Some(wait) = at.checked_sub(started.elapsed()) {
+            tokio::time::sleep(wait).await;
+        }
+        if let Some(crash) = system.crashed() {
+            eprintln!("chaos: unplanned: {crash}");
+            faults.push(Fault {
+                at_s: started.elapsed().as_secs_f64(),
+                fault: format!("unplanned: {crash}"),
+                took_s: 0.0,
+            });
+        }
+        let at_s = started.elapsed().as_secs_f64();
+        let t = Instant::now();
+        match fault {
+            f if f.starts_with("kill -9 ") => {
+                let w = f
+                    .trim_start_matches("kill -9 ")
+                    .trim_end_matches(", restart");
+                system.kill(w);
+                system.spawn(w, w, &[])?;
+            }
+            "second copy of booking and payment" => {
+                system.spawn("booking-2", "booking", &[])?;
+                system.spawn("payment-2", "payment", &[])?;
+            }
+            "stop the second copies" => {
+                system.terminate("booking-2");
+                system.terminate("payment-2");
+            }
+            "close every broker connection" => {
+                run_tool("rabbitmqctl", &["close_all_connections", "chaos run"])?;
+            }
+            "restart RabbitMQ" => {
+                run_tool("rabbitmqctl", &["stop_app"])?;
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                run_tool("rabbitmqctl", &["start_app"])?;
+                run_tool("rabbitmqctl", &["await_startup"])?;
+            }
+            "restart PostgreSQL" => {
+                let cluster = postgres_cluster()?;
+                run_tool(
+                    "pg_ctlcluster",
+                    &[
+                        "--skip-systemctl-redirect",
+                        &cluster,
+                        "main",
+                        "stop",
+                        "-m",
+                        "fast",
+                    ],
+                )?;
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                run_tool(
+                    "pg_ctlcluster",
+                    &["--skip-systemctl-redirect", &cluster, "main", "start"],
+                )?;
+            }
+            _ => {
+                // Every charge now takes longer than the saga waits for it.
+                system.kill("payment");
+                system.spawn(
+                    "payment",
+                    "payment",
+                    &[("AIRLINE_PAYMENT_LATENCY", SLOW_PAYMENT_LATENCY.to_owned())],
+                )?;
+                slow_payment_until = Some(Instant::now() + SLOW_PAYMENT_FOR);
+            }
+        }
+        faults.push(Fault {
+            at_s,
+            fault: fault.to_owned(),
+            took_s: t.elapsed().as_secs_f64(),
+        });
+        eprintln!("chaos: {at_s:6.1} s  {fault}");
+    }
+    if let Some(until) = slow_payment_until {
+        tokio::time::sleep_until(until.into()).await;
+        let at_s = started.elapsed().as_secs_f64();
+        system.terminate("payment");
+        system.spawn("payment", "payment", &[])?;
+        faults.push(Fault {
+            at_s,
+            fault: "payment provider back to normal (payment restarted)".into(),
+            took_s: 0.0,
+        });
+        eprintln!("chaos: {at_s:6.1} s  payment provider back to normal");
+    }
+    let (accepted, refused) = sender.await?;
+    let sent_at = Instant::now();
+    if let Some(crash) = system.crashed() {
+        faults.push(Fault {
+            at_s: started.elapsed().as_secs_f64(),
+            fault: format!("unplanned: {crash}"),
+            took_s: 0.0,
+        });
+    }
+    eprintln!(
+        "chaos: sending done: {} accepted, {refused} refused; draining",
+        accepted.len()
+    );
+
+    let mut left = unsettled(&pool, &accepted).await.unwrap_or(u64::MAX);
+    while left > 0 && sent_at.elapsed() < settings.drain_timeout {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        left = unsettled(&pool, &accepted).await.unwrap_or(left);
+    }
+    let drain_s = sent_at.elapsed().as_secs_f64();
+    // Let the last compensations and awards land before the audit.
+    let quiet_for = |sql: &'static str| {
+        let pool = pool.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                let n: i64 = sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap_or(1);
+                if n == 0 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    };
+    quiet_for("SELECT count(*) FROM messaging.outbox").await;
+
+    let rows: Vec<(String, Option<String>, i64)> = sqlx::query_as(
+        "SELECT state, failure_reason, count(*) FROM booking.bookings WHERE id = ANY($1)
+          GROUP BY state, failure_reason",
+    )
+    .bind(&accepted)
+    .fetch_all(&pool)
+    .await?;
+    let mut report = ChaosReport {
+        rate: settings.rate,
+        duration_s: d,
+        accepted: accepted.len() as u64,
+        refused,
+        settled: 0,
+        lost: left,
+        confirmed: 0,
+        failed: 0,
+        failure_reasons: HashMap::new(),
+        held: 0,
+        duplicates_absorbed: 0,
+        violations: Vec::new(),
+        faults,
+        drain_s,
+        database: database.to_owned(),
+        prefix: prefix.to_owned(),
+    };
+    for (state, reason, n) in rows {
+        let n = u64::try_from(n).unwrap_or(0);
+        match state.as_str() {
+            "CONFIRMED" => report.confirmed += n,
+            "FAILED" => {
+                report.failed += n;
+                *report
+                    .failure_reasons
+                    .entry(reason.unwrap_or_default())
+                    .or_default() += n;
+            }
+            _ => {}
+        }
+    }
+    report.settled = report.confirmed + report.failed;
+    report.held = sqlx::query_scalar::<_, i64>(
+        "SELECT count(DISTINCT booking_id) FROM booking.saga_history WHERE trigger_type LIKE '%(dead-lettered)'",
+    )
+    .fetch_one(&pool)
+    .await
+    .map_or(0, |n| u64::try_from(n).unwrap_or(0));
+    report.duplicates_absorbed =
+        sqlx::query_scalar("SELECT coalesce(sum(duplicates), 0)::bigint FROM messaging.inbox")
+            .fetch_one(&pool)
+            .await
+            .unwrap_or(0);
+    pool.close().await;
+
+    let audit = Command::new(settings.bin_dir.join("airline"))
+        .args(["audit", "--json"])
+        .envs(system.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .context("running airline audit")?;
+    let parsed: Value = serde_json::from_slice(&audit.stdout).with_context(|| {
+        format!(
+            "airline audit printed no report: {}",
+            String::from_utf8_lossy(&audit.stderr)
+        )
+    })?;
+    report.violations = parsed["violations"]
+        .as_array()
+        .map(|v| {
+            v.iter()
+                .map(|x| {
+                    format!(
+                        "{}: {}",
+                        x["check"].as_str().unwrap_or("?"),
+                        x["detail"].as_str().unwrap_or("?")
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(report)
+}
+
+/// The report for a person.
+#[must_use]
+pub fn render(r: &ChaosReport) -> String {
+    let mut out = String::new();
+    out.push_str("faults injected:\n");
+    for f in &r.faults {
+        out.push_str(&format!(
+            "  {:7.1} s  {} ({:.1} s)\n",
+            f.at_s, f.fault, f.took_s
+        ));
+    }
+    let mut reasons: Vec<_> = r.failure_reasons.iter().collect();
+    reasons.sort();
+    out.push_str(&format!(
+        "bookings: {} accepted at {}/s over {:.0} s ({} refused at the door)\n\
+         settled:  {} ({} confirmed, {} failed: {})\n\
+         lost:     {} (must be 0)\n\
+         held by a dead-lettered step: {}; duplicate deliveries absorbed: {}\n\
+         drained {:.1} s after the last booking was sent\n\
+         violations: {} (must be 0)\n",
+        r.accepted,
+        r.rate,
+        r.duration_s,
+        r.refused,
+        r.settled,
+        r.confirmed,
+        r.failed,
+        reasons
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        r.lost,
+        r.held,
+        r.duplicates_absorbed,
+        r.drain_s,
+        r.violations.len(),
+    ));
+    for v in &r.violations {
+        out.push_str(&format!("  {v}\n"));
+    }
+    out
+}
+
+/// The directory of the running binary, where cargo puts its siblings.
+#[must_use]
+pub fn default_bin_dir() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("target/release"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_server_part_of_a_database_url() {
+        assert_eq!(
+            server_of("postgres://postgres@127.0.0.1:5432/airline"),
+            "postgres://postgres@127.0.0.1:5432"
+        );
+        assert_eq!(
+            server_of("postgres://u:p@db:5432/x?sslmode=disable"),
+            "postgres://u:p@db:5432"
+        );
+    }
+
+    #[test]
+    fn the_mix_has_every_kind_of_booking() {
+        let open = vec![Uuid::now_v7(), Uuid::now_v7()];
+        let full = Uuid::now_v7();
+        let bodies: Vec<Value> = (0..20).map(|i| booking_body(i, &open, full)).collect();
+        let count = |f: &dyn Fn(&Value) -> bool| bodies.iter().filter(|b| f(b)).count();
+        assert_eq!(count(&|b| b["outboundFlightId"] == json!(full)), 2);
+        assert_eq!(count(&|b| b["paymentToken"] == "tok_chargeDeclined"), 2);
+        assert_eq!(count(&|b| b["paymentToken"] == "tok_flaky"), 2);
+        assert_eq!(count(&|b| b["paymentToken"] == "tok_visa"), 16);
+    }
+}
