@@ -351,6 +351,8 @@ pub fn envelope_for(
 #[derive(Clone)]
 pub struct Broker {
     current: Arc<RwLock<Arc<Connection>>>,
+    /// How many times the watchdog replaced the connection.
+    generation: Arc<std::sync::atomic::AtomicU64>,
     url: Arc<str>,
     name: Arc<str>,
 }
@@ -411,6 +413,7 @@ impl Broker {
     pub async fn connect(url: &str, name: &str) -> anyhow::Result<Self> {
         Ok(Self {
             current: Arc::new(RwLock::new(Arc::new(connect(url, name).await?))),
+            generation: Arc::default(),
             url: url.into(),
             name: name.into(),
         })
@@ -420,6 +423,15 @@ impl Broker {
     #[must_use]
     pub fn connection(&self) -> Arc<Connection> {
         Arc::clone(&self.current.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Changes each time the watchdog replaces the connection: a consumer
+    /// subscribed on an older one must subscribe again (the client's own recovery of
+    /// the abandoned connection may never finish, and its consumers then wait in
+    /// silence).
+    #[must_use]
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Whether the connection in use is up.
@@ -477,6 +489,8 @@ impl Broker {
                         &mut *self.current.write().unwrap_or_else(PoisonError::into_inner),
                         Arc::new(fresh),
                     );
+                    self.generation
+                        .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
                     tracing::warn!("the broker connection did not recover by itself; replaced it");
                     bury_connection(old);
                     reachable_since = None;
@@ -499,7 +513,8 @@ impl Broker {
 #[derive(Clone)]
 pub struct Publisher {
     broker: Broker,
-    channel: Arc<Mutex<Channel>>,
+    /// The channel, and the broker's generation when it was opened.
+    channel: Arc<Mutex<(Channel, u64)>>,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -550,7 +565,10 @@ impl Publisher {
     /// When the channel cannot be opened.
     pub async fn open(broker: &Broker) -> anyhow::Result<Self> {
         Ok(Self {
-            channel: Arc::new(Mutex::new(confirm_channel(&broker.connection()).await?)),
+            channel: Arc::new(Mutex::new((
+                confirm_channel(&broker.connection()).await?,
+                broker.generation(),
+            ))),
             broker: broker.clone(),
         })
     }
@@ -561,6 +579,7 @@ impl Publisher {
         self.channel
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+            .0
             .clone()
     }
 
@@ -582,9 +601,18 @@ impl Publisher {
     /// After a failure: if the channel is broken, give the client's recovery five
     /// seconds, then open a new channel if the connection is up.
     async fn heal(&self, failed: &Channel) {
+        let opened_on = self
+            .channel
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .1;
         for _ in 0..20 {
             if failed.status().connected() {
                 return;
+            }
+            // Its connection was abandoned: it will not come back.
+            if self.broker.generation() != opened_on {
+                break;
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
@@ -593,9 +621,10 @@ impl Publisher {
         }
         match confirm_channel(&self.broker.connection()).await {
             Ok(fresh) => {
+                let generation = self.broker.generation();
                 let mut slot = self.channel.lock().unwrap_or_else(PoisonError::into_inner);
-                if slot.id() == failed.id() {
-                    *slot = fresh;
+                if slot.0.id() == failed.id() && slot.1 == opened_on {
+                    *slot = (fresh, generation);
                     drop(slot);
                     bury_channel(failed.clone(), ());
                     tracing::info!("publishing channel replaced after a failure");

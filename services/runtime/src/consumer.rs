@@ -250,10 +250,29 @@ pub async fn run_consumer(
             }
         };
         started = true;
+        let generation = ctx.broker.generation();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut down_since: Option<tokio::time::Instant> = None;
         loop {
             let next = tokio::select! {
                 () = shutdown.cancelled() => break,
                 next = deliveries.next() => next,
+                _ = tick.tick() => {
+                    // A consumer whose channel is down says nothing: look.
+                    if ctx.broker.generation() != generation {
+                        tracing::warn!(queue = %queue_name, "the broker connection was replaced; subscribing again");
+                        break;
+                    }
+                    if current.status().connected() {
+                        down_since = None;
+                    } else if down_since.get_or_insert_with(tokio::time::Instant::now).elapsed()
+                        > Duration::from_secs(15)
+                    {
+                        tracing::warn!(queue = %queue_name, "the consumer's channel has been down for 15 s; subscribing again");
+                        break;
+                    }
+                    continue;
+                }
             };
             match next {
                 Some(Ok(delivery)) => {
