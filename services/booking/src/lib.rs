@@ -232,7 +232,8 @@ fn input_of(message: &Message) -> Option<Input> {
         Message::PaymentRefunded(_) => Input::PaymentRefunded,
         Message::SeatReleased(_) => Input::SeatReleased,
         // Only on the watch queue: a copy of the saga's own command, dead-lettered.
-        Message::ReserveSeat(_) | Message::CollectPayment(_) => Input::StepDeadLettered,
+        Message::ReserveSeat(_) => Input::StepDeadLettered(saga::Step::ReserveSeat),
+        Message::CollectPayment(_) => Input::StepDeadLettered(saga::Step::CollectPayment),
         _ => return None,
     })
 }

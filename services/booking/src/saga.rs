@@ -124,9 +124,18 @@ pub enum Input {
     SeatReleased,
     /// The state's deadline passed with no reply (from the deadline sweeper).
     DeadlinePassed,
-    /// The command of the step the saga waits on was dead-lettered (its copy on the
-    /// watch queue): an operator can replay it.
-    StepDeadLettered,
+    /// A forward step's command was dead-lettered (its copy on the watch queue):
+    /// an operator can replay it.
+    StepDeadLettered(Step),
+}
+
+/// The forward steps whose commands can be dead-lettered and hold the saga.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// `flight.reserve-seat`.
+    ReserveSeat,
+    /// `payment.collect`.
+    CollectPayment,
 }
 
 /// What the saga asks for next.
@@ -279,7 +288,8 @@ pub fn transition(state: State, input: Input, steps: LocalSteps) -> Option<Decis
             note: "compensation did not finish before its deadline; parked in the booking DLQ",
             hold: false,
         }),
-        (S::ReservingSeat | S::CollectingPayment, Input::StepDeadLettered) => Some(Decision {
+        (S::ReservingSeat, Input::StepDeadLettered(Step::ReserveSeat))
+        | (S::CollectingPayment, Input::StepDeadLettered(Step::CollectPayment)) => Some(Decision {
             next: state,
             commands: Vec::new(),
             failure: None,
@@ -521,13 +531,33 @@ mod tests {
 
     #[test]
     fn a_dead_lettered_forward_step_holds_the_saga_and_a_replay_resumes_it() {
-        for waiting in [State::ReservingSeat, State::CollectingPayment] {
-            let d = transition(waiting, Input::StepDeadLettered, OK).expect("a decision");
+        for (waiting, step) in [
+            (State::ReservingSeat, Step::ReserveSeat),
+            (State::CollectingPayment, Step::CollectPayment),
+        ] {
+            let d = transition(waiting, Input::StepDeadLettered(step), OK).expect("a decision");
             assert_eq!(d.next, waiting);
             assert!(d.hold);
             assert!(d.commands.is_empty());
             assert_eq!(d.failure, None);
         }
+        // A late copy of a step the saga has moved past changes nothing.
+        assert_eq!(
+            transition(
+                State::CollectingPayment,
+                Input::StepDeadLettered(Step::ReserveSeat),
+                OK
+            ),
+            None
+        );
+        assert_eq!(
+            transition(
+                State::ReservingSeat,
+                Input::StepDeadLettered(Step::CollectPayment),
+                OK
+            ),
+            None
+        );
         // Compensations and ended sagas are not held: their deadlines park them.
         for other in [
             State::RefundingPayment,
@@ -535,14 +565,16 @@ mod tests {
             State::Confirmed,
             State::Failed,
         ] {
-            assert_eq!(transition(other, Input::StepDeadLettered, OK), None);
+            for step in [Step::ReserveSeat, Step::CollectPayment] {
+                assert_eq!(transition(other, Input::StepDeadLettered(step), OK), None);
+            }
         }
         // Held while collecting payment; the replayed collect confirms it.
         let (states, _, failure) = run(
             OK,
             &[
                 Input::SeatReserved,
-                Input::StepDeadLettered,
+                Input::StepDeadLettered(Step::CollectPayment),
                 Input::PaymentCollected,
             ],
         );
@@ -553,7 +585,7 @@ mod tests {
             OK,
             &[
                 Input::SeatReserved,
-                Input::StepDeadLettered,
+                Input::StepDeadLettered(Step::CollectPayment),
                 Input::DeadlinePassed,
                 Input::PaymentRefunded,
                 Input::SeatReleased,

@@ -359,11 +359,13 @@ pub struct Broker {
 
 /// Closes an abandoned channel once the client's recovery brings it back (closing
 /// fails while it is reconnecting), so that it does not come back as a hidden
-/// consumer or publisher. `keep` (its consumer) lives until then. Gives up after
-/// ten minutes.
+/// consumer or publisher. `keep` (its consumer) lives until then. Waits as long
+/// as the channel is recovering; stops once it is closed or errored.
 pub fn bury_channel<T: Send + 'static>(channel: Channel, keep: T) {
     tokio::spawn(async move {
-        for _ in 0..1200 {
+        // No time limit: a channel dropped while the client still recovers it would
+        // come back with its consumer, holding messages nobody reads.
+        loop {
             if channel.status().connected() {
                 let _ = channel.close(200, "abandoned".into()).await;
                 break;
@@ -380,7 +382,7 @@ pub fn bury_channel<T: Send + 'static>(channel: Channel, keep: T) {
 
 fn bury_connection(connection: Arc<Connection>) {
     tokio::spawn(async move {
-        for _ in 0..1200 {
+        loop {
             if connection.status().connected() {
                 let _ = connection.close(200, "replaced".into()).await;
                 return;
@@ -513,8 +515,17 @@ impl Broker {
 #[derive(Clone)]
 pub struct Publisher {
     broker: Broker,
-    /// The channel, and the broker's generation when it was opened.
-    channel: Arc<Mutex<(Channel, u64)>>,
+    /// The channel, the broker's generation when it was opened, and this
+    /// publisher's own count of channels (which identifies the slot's content:
+    /// channel ids restart on each connection).
+    channel: Arc<Mutex<Slot>>,
+}
+
+#[derive(Clone)]
+struct Slot {
+    channel: Channel,
+    generation: u64,
+    number: u64,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -565,10 +576,11 @@ impl Publisher {
     /// When the channel cannot be opened.
     pub async fn open(broker: &Broker) -> anyhow::Result<Self> {
         Ok(Self {
-            channel: Arc::new(Mutex::new((
-                confirm_channel(&broker.connection()).await?,
-                broker.generation(),
-            ))),
+            channel: Arc::new(Mutex::new(Slot {
+                channel: confirm_channel(&broker.connection()).await?,
+                generation: broker.generation(),
+                number: 0,
+            })),
             broker: broker.clone(),
         })
     }
@@ -576,11 +588,7 @@ impl Publisher {
     /// The channel in use.
     #[must_use]
     pub fn channel(&self) -> Channel {
-        self.channel
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .0
-            .clone()
+        self.slot().channel
     }
 
     /// Publishes every envelope, then waits for all their confirms (pipelined: one
@@ -590,31 +598,38 @@ impl Publisher {
     /// When any message is nacked or returned unroutable, or the channel fails; the
     /// caller must treat the whole batch as unsent (consumers de-duplicate).
     pub async fn publish_all(&self, envelopes: &[Envelope]) -> anyhow::Result<()> {
-        let channel = self.channel();
-        let result = publish_on(&channel, envelopes).await;
+        let slot = self.slot();
+        let result = publish_on(&slot.channel, envelopes).await;
         if result.is_err() {
-            self.heal(&channel).await;
+            self.heal(&slot).await;
         }
         result
     }
 
-    /// After a failure: if the channel is broken, give the client's recovery five
-    /// seconds, then open a new channel if the connection is up.
-    async fn heal(&self, failed: &Channel) {
-        let opened_on = self
-            .channel
+    fn slot(&self) -> Slot {
+        self.channel
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .1;
+            .clone()
+    }
+
+    /// After a failure: if the channel is broken, give the client's recovery five
+    /// seconds, then open a new channel if the connection is up.
+    async fn heal(&self, failed: &Slot) {
         for _ in 0..20 {
-            if failed.status().connected() {
+            if failed.channel.status().connected() {
                 return;
             }
-            // Its connection was abandoned: it will not come back.
-            if self.broker.generation() != opened_on {
+            // Its connection was abandoned (it will not come back), or another task
+            // has replaced the channel already.
+            if self.broker.generation() != failed.generation || self.slot().number != failed.number
+            {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        if self.slot().number != failed.number {
+            return;
         }
         if !self.broker.connected() {
             return;
@@ -623,10 +638,14 @@ impl Publisher {
             Ok(fresh) => {
                 let generation = self.broker.generation();
                 let mut slot = self.channel.lock().unwrap_or_else(PoisonError::into_inner);
-                if slot.0.id() == failed.id() && slot.1 == opened_on {
-                    *slot = (fresh, generation);
+                if slot.number == failed.number {
+                    *slot = Slot {
+                        channel: fresh,
+                        generation,
+                        number: failed.number + 1,
+                    };
                     drop(slot);
-                    bury_channel(failed.clone(), ());
+                    bury_channel(failed.channel.clone(), ());
                     tracing::info!("publishing channel replaced after a failure");
                 } else {
                     // Another task replaced it already.

@@ -32,7 +32,7 @@ use sqlx::{PgPool, Row};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::broker::Publisher;
+use crate::broker::{Publisher, bounded};
 use crate::service::Runtime;
 
 /// The outbox producer of replays.
@@ -307,7 +307,8 @@ pub fn drain_key(queue: &str, properties: &Value, headers: &Value, body: &[u8]) 
     s
 }
 
-/// A body for people: pretty JSON with secrets redacted, or the text as it is.
+/// A body for people: pretty JSON with secrets redacted, or the text with card
+/// tokens and card-like numbers masked.
 #[must_use]
 pub fn display_body(body: &[u8]) -> Value {
     match serde_json::from_slice::<Value>(body) {
@@ -315,15 +316,20 @@ pub fn display_body(body: &[u8]) -> Value {
             redact(&mut v);
             v
         }
-        Err(_) => json!(String::from_utf8_lossy(body)),
+        Err(_) => json!(mask_secrets(&String::from_utf8_lossy(body))),
     }
 }
 
+/// Any field whose name mentions a token (`paymentToken`, `payment_token`,
+/// `token`), in any case, is redacted; every other string is masked.
 fn redact(v: &mut Value) {
     match v {
         Value::Object(map) => {
             for (k, x) in map.iter_mut() {
-                if SECRET_FIELDS.contains(&k.as_str()) && !x.is_null() {
+                let key = k.to_ascii_lowercase();
+                let secret = SECRET_FIELDS.iter().any(|f| f.eq_ignore_ascii_case(k))
+                    || key.contains("token");
+                if secret && !x.is_null() {
                     *x = json!("[redacted]");
                 } else {
                     redact(x);
@@ -331,6 +337,55 @@ fn redact(v: &mut Value) {
             }
         }
         Value::Array(items) => items.iter_mut().for_each(redact),
+        Value::String(text) => *text = mask_secrets(text),
+        _ => {}
+    }
+}
+
+/// Text with card tokens (`tok_…`) and card-like numbers (12 digits or more)
+/// masked: for error texts, headers and bodies that are not JSON, where a serde
+/// message or a malformed body may repeat a secret.
+#[must_use]
+pub fn mask_secrets(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let chars: Vec<char> = text.chars().collect();
+    let mut i = 0;
+    while i < chars.len() {
+        let rest: String = chars[i..chars.len().min(i + 4)].iter().collect();
+        if rest == "tok_" && (i == 0 || !chars[i - 1].is_ascii_alphanumeric()) {
+            let mut j = i + 4;
+            while j < chars.len() && (chars[j].is_ascii_alphanumeric() || chars[j] == '_') {
+                j += 1;
+            }
+            out.push_str("tok_[redacted]");
+            i = j;
+            continue;
+        }
+        if chars[i].is_ascii_digit() {
+            let mut j = i;
+            while j < chars.len() && chars[j].is_ascii_digit() {
+                j += 1;
+            }
+            if j - i >= 12 {
+                out.push_str("[redacted number]");
+            } else {
+                out.extend(&chars[i..j]);
+            }
+            i = j;
+            continue;
+        }
+        out.push(chars[i]);
+        i += 1;
+    }
+    out
+}
+
+/// A JSON value (headers) with every string masked.
+fn mask_json(v: &mut Value) {
+    match v {
+        Value::String(text) => *text = mask_secrets(text),
+        Value::Array(items) => items.iter_mut().for_each(mask_json),
+        Value::Object(map) => map.values_mut().for_each(mask_json),
         _ => {}
     }
 }
@@ -411,9 +466,15 @@ pub struct DrainReport {
 pub fn dlqs(names: &Names, queue: Option<&str>) -> Result<Vec<(String, &'static str)>, Refusal> {
     let wanted = queue.map(|q| {
         let q = names.strip(q).unwrap_or(q);
-        q.strip_suffix(airline_contracts::topology::DLQ_SUFFIX)
-            .unwrap_or(q)
-            .to_owned()
+        // A queue's own name (the booking DLQ ends in .dlq too), else a work
+        // queue's DLQ.
+        if QUEUES.iter().any(|spec| spec.name == q) {
+            q.to_owned()
+        } else {
+            q.strip_suffix(airline_contracts::topology::DLQ_SUFFIX)
+                .unwrap_or(q)
+                .to_owned()
+        }
     });
     let all: Vec<_> = QUEUES
         .iter()
@@ -477,7 +538,7 @@ pub async fn drain(
         ..DrainReport::default()
     };
     let crash_after_commit = rt.config.fails("drain-commit");
-    let channel = rt.broker.create_channel().await?;
+    let channel = bounded("opening a channel", rt.broker.create_channel()).await??;
     for (dlq, logical) in dlqs {
         loop {
             let room = rt.config.dlq_max - store_size(&rt.pool).await?;
@@ -491,10 +552,12 @@ pub async fn drain(
             let mut batch = Vec::with_capacity(want);
             let mut remaining = 0;
             while batch.len() < want {
-                match channel
-                    .basic_get(dlq.as_str().into(), BasicGetOptions { no_ack: false })
-                    .await
-                    .with_context(|| format!("reading {dlq}"))?
+                match bounded(
+                    "reading a DLQ",
+                    channel.basic_get(dlq.as_str().into(), BasicGetOptions { no_ack: false }),
+                )
+                .await?
+                .with_context(|| format!("reading {dlq}"))?
                 {
                     Some(got) => {
                         remaining = u64::from(got.message_count);
@@ -513,10 +576,12 @@ pub async fn drain(
                 eprintln!("drain-commit fault: crashing after the commit, before the ack");
                 std::process::abort();
             }
-            channel
-                .basic_ack(last_tag, BasicAckOptions { multiple: true })
-                .await
-                .with_context(|| format!("acking {dlq}"))?;
+            bounded(
+                "acking",
+                channel.basic_ack(last_tag, BasicAckOptions { multiple: true }),
+            )
+            .await?
+            .with_context(|| format!("acking {dlq}"))?;
             report.stored += stored;
             report.already_stored += batch.len() as u64 - stored;
             progress(batch.len() as u64);
@@ -524,18 +589,7 @@ pub async fn drain(
                 break;
             }
         }
-        report.left_in_broker += channel
-            .queue_declare(
-                dlq.as_str().into(),
-                lapin::options::QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .map(|q| u64::from(q.message_count()))
-            .unwrap_or(0);
+        report.left_in_broker += depth(rt, &dlq).await?;
         if report.full {
             break;
         }
@@ -543,6 +597,27 @@ pub async fn drain(
     let _ = channel.close(200, "drained".into()).await;
     report.store_size = store_size(&rt.pool).await?;
     Ok(report)
+}
+
+/// Messages ready in `queue`, on a channel of its own (a failed passive declare
+/// closes its channel).
+async fn depth(rt: &Runtime, queue: &str) -> anyhow::Result<u64> {
+    let channel = bounded("opening a channel", rt.broker.create_channel()).await??;
+    let declared = bounded(
+        "counting a DLQ",
+        channel.queue_declare(
+            queue.into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        ),
+    )
+    .await?
+    .with_context(|| format!("counting {queue}"))?;
+    let _ = channel.close(200, "counted".into()).await;
+    Ok(u64::from(declared.message_count()))
 }
 
 /// Stores a batch in one transaction; returns how many were new.
@@ -627,7 +702,8 @@ pub struct Filter {
 }
 
 const FILTER_SQL: &str = "($1::text IS NULL OR queue = $1)
-    AND ($2::text IS NULL OR message_type = $2 OR message_type LIKE $2 || '.v%')
+    AND ($2::text IS NULL OR message_type = $2
+         OR regexp_replace(message_type, '\\.v[0-9]+$', '') = $2)
     AND ($3::timestamptz IS NULL OR COALESCE(failed_at, drained_at) >= $3)
     AND ($4::text IS NULL OR group_id = $4)
     AND status = COALESCE($5, 'stored')";
@@ -756,7 +832,7 @@ pub async fn groups(pool: &PgPool, filter: &Filter) -> sqlx::Result<Vec<Group>> 
                 group: r.try_get("group_id")?,
                 message_type: r.try_get("message_type")?,
                 error_kind: r.try_get("error_kind")?,
-                example_error: r.try_get("example_error")?,
+                example_error: mask_secrets(&r.try_get::<String, _>("example_error")?),
                 queues: r.try_get("queues")?,
                 count: r.try_get("count")?,
                 first_failed_at: r.try_get("first_failed_at")?,
@@ -873,11 +949,15 @@ pub async fn show(pool: &PgPool, id: i64) -> sqlx::Result<Option<Detail>> {
             edited: r.try_get("edited")?,
             failed_at: r.try_get("failed_at")?,
         },
-        error: r.try_get("error")?,
+        error: mask_secrets(&r.try_get::<String, _>("error")?),
         original_exchange: r.try_get("original_exchange")?,
         original_routing_key: r.try_get("original_routing_key")?,
         properties: r.try_get("properties")?,
-        headers: r.try_get("headers")?,
+        headers: {
+            let mut h: Value = r.try_get("headers")?;
+            mask_json(&mut h);
+            h
+        },
         body: display_body(&body),
         edited_body: edited.as_deref().map(display_body),
         edited_by: r.try_get("edited_by")?,
@@ -1344,6 +1424,24 @@ mod tests {
         assert_ne!(
             drain_key("q", &props, &first, b"body"),
             drain_key("other", &props, &first, b"body")
+        );
+    }
+
+    #[test]
+    fn tokens_and_card_numbers_are_masked_in_text() {
+        assert_eq!(
+            mask_secrets(
+                "bad body {\"paymentToken\":\"tok_visa_123\", pan 4111111111111111, id 42"
+            ),
+            "bad body {\"paymentToken\":\"tok_[redacted]\", pan [redacted number], id 42"
+        );
+        assert_eq!(mask_secrets("stok_x is a word"), "stok_x is a word");
+        let shown = display_body(b"{\"paymentToken\":\"tok_visa\"");
+        assert!(!shown.to_string().contains("tok_visa"), "{shown}");
+        let shown = display_body(br#"{"payment_token":"x","Token":"y","note":"tok_abc"}"#);
+        assert_eq!(
+            shown,
+            json!({"payment_token":"[redacted]","Token":"[redacted]","note":"tok_[redacted]"})
         );
     }
 
