@@ -73,6 +73,11 @@ fn since(raw: &str, field: &str) -> Result<OffsetDateTime> {
 
 /// The filter from query parameters or a JSON body's fields.
 fn filter_of(get: impl Fn(&str) -> Option<String>) -> Result<Filter> {
+    for name in ["queue", "type", "since", "group", "status"] {
+        if let Some(v) = get(name) {
+            crate::routes::no_nul(name, &v)?;
+        }
+    }
     let status = get("status");
     if let Some(s) = &status
         && !["stored", "replayed", "discarded"].contains(&s.as_str())

@@ -140,8 +140,23 @@ pub(crate) fn path_uuid(name: &str, raw: &str) -> Result<Uuid> {
 pub(crate) fn query(
     q: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<HashMap<String, String>> {
-    q.map(|Query(m)| m)
-        .map_err(|e| Problem::field("(query)", e.body_text()))
+    let m = q
+        .map(|Query(m)| m)
+        .map_err(|e| Problem::field("(query)", e.body_text()))?;
+    for (k, v) in &m {
+        no_nul(k, v)?;
+        no_nul("(query)", k)?;
+    }
+    Ok(m)
+}
+
+/// PostgreSQL text cannot hold a NUL character: refuse it as the client's mistake,
+/// before it reaches a query and comes back as a 500.
+pub(crate) fn no_nul(name: &str, value: &str) -> Result<()> {
+    if value.contains('\0') {
+        return Err(Problem::field(name, "must not contain NUL characters"));
+    }
+    Ok(())
 }
 
 pub(crate) fn limit(q: &HashMap<String, String>) -> Result<i64> {
@@ -474,6 +489,7 @@ async fn get_loyalty(
     State(s): State<AppState>,
     Path(customer_id): Path<String>,
 ) -> Result<Json<airline_loyalty::Profile>> {
+    no_nul("customerId", &customer_id)?;
     if customer_id.trim().is_empty() || customer_id.chars().count() > 128 {
         return Err(Problem::field(
             "customerId",

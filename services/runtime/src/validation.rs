@@ -73,6 +73,11 @@ impl<'a> Fields<'a> {
             self.error(name, format!("must have 1 to {max} characters"));
             return None;
         }
+        // PostgreSQL text cannot hold NUL.
+        if s.contains('\0') {
+            self.error(name, "must not contain NUL characters");
+            return None;
+        }
         Some(s.to_owned())
     }
 
