@@ -159,19 +159,9 @@ pub async fn audit_all(rt: &airline_runtime::Runtime) -> anyhow::Result<Report> 
     .fetch_one(&rt.pool)
     .await?;
     if unstored > 0 {
-        let channel = rt.broker.create_channel().await?;
-        let waiting = channel
-            .queue_declare(
-                rt.names.resolve("booking.dlq").into(),
-                lapin::options::QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                lapin::types::FieldTable::default(),
-            )
+        let waiting = airline_runtime::dead_letters::depth(rt, &rt.names.resolve("booking.dlq"))
             .await
-            .map_or(0, |q| i64::from(q.message_count()));
-        let _ = channel.close(200, "audit".into()).await;
+            .map_or(0, |n| i64::try_from(n).unwrap_or(i64::MAX));
         if unstored > waiting {
             report.violations.push(Violation {
                 check: "sagas",

@@ -178,6 +178,20 @@ fn progress(len: Option<u64>, what: &'static str) -> ProgressBar {
     bar
 }
 
+/// One dead letter, or the stored ones a group or `--all` (with filters) names.
+fn selection(id: Option<i64>, filter: &FilterArgs, all: bool) -> Result<Selection, Refusal> {
+    if let Some(id) = id {
+        return Ok(Selection::One(id));
+    }
+    let f = filter.filter(None);
+    if !all && f.group.is_none() {
+        return Err(Refusal::Invalid(
+            "name a dead letter, --group or --all".into(),
+        ));
+    }
+    Ok(Selection::Matching(f))
+}
+
 async fn matching_count(rt: &Runtime, filter: &Filter) -> anyhow::Result<u64> {
     let groups = store::groups(&rt.pool, filter).await?;
     Ok(groups
@@ -370,19 +384,10 @@ pub async fn run(
             json,
         } => {
             let by = operator(by);
-            let (selection, bar) = match id {
-                Some(id) => (Selection::One(id), ProgressBar::hidden()),
-                None => {
-                    let f = filter.filter(None);
-                    if !all && f.group.is_none() {
-                        return Err(Refusal::Invalid(
-                            "name a dead letter, --group or --all".into(),
-                        )
-                        .into());
-                    }
-                    let n = matching_count(rt, &f).await?;
-                    (Selection::Matching(f), progress(Some(n), "replaying"))
-                }
+            let selection = selection(id, &filter, all)?;
+            let bar = match &selection {
+                Selection::One(_) => ProgressBar::hidden(),
+                Selection::Matching(f) => progress(Some(matching_count(rt, f).await?), "replaying"),
             };
             let report = store::replay(rt, &selection, &by, force, &mut |n| bar.inc(n)).await?;
             bar.finish_and_clear();
@@ -422,19 +427,7 @@ pub async fn run(
             all,
             by,
         } => {
-            let selection = match id {
-                Some(id) => Selection::One(id),
-                None => {
-                    let f = filter.filter(None);
-                    if !all && f.group.is_none() {
-                        return Err(Refusal::Invalid(
-                            "name a dead letter, --group or --all".into(),
-                        )
-                        .into());
-                    }
-                    Selection::Matching(f)
-                }
-            };
+            let selection = selection(id, &filter, all)?;
             let n = store::discard(&rt.pool, &selection, &operator(by)).await?;
             println!(
                 "discarded {n} dead letter(s); kept for {}s (AIRLINE_DLQ_RETENTION), then deleted",

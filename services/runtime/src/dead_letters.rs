@@ -16,7 +16,6 @@
 //! - **Edit** stores a corrected body beside the original; a replay sends the edited
 //!   body, never the original.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use airline_contracts::topology::PARKING;
@@ -264,24 +263,32 @@ pub fn normalise(error: &str) -> String {
     out
 }
 
-fn short_hash(parts: &[&str], len: usize) -> String {
+/// The hex SHA-256 of `parts`, separated by NUL bytes.
+fn sha256_hex(parts: &[&[u8]]) -> String {
     let mut h = Sha256::new();
-    for p in parts {
-        h.update(p.as_bytes());
-        h.update([0]);
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            h.update([0]);
+        }
+        h.update(p);
     }
     let mut s = String::with_capacity(64);
     for b in h.finalize() {
         let _ = write!(s, "{b:02x}");
     }
-    s.truncate(len);
     s
 }
 
 /// The group of a failure: message type, error kind and normalised error text.
 #[must_use]
 pub fn group_of(message_type: Option<&str>, kind: &str, error: &str) -> String {
-    short_hash(&[message_type.unwrap_or(""), kind, &normalise(error)], 10)
+    let mut hash = sha256_hex(&[
+        message_type.unwrap_or("").as_bytes(),
+        kind.as_bytes(),
+        normalise(error).as_bytes(),
+    ]);
+    hash.truncate(10);
+    hash
 }
 
 /// The key that recognises one dead letter drained twice: its queue, properties,
@@ -292,19 +299,12 @@ pub fn drain_key(queue: &str, properties: &Value, headers: &Value, body: &[u8]) 
     if let Some(h) = headers.as_object_mut() {
         h.remove("x-delivery-count");
     }
-    let mut h = Sha256::new();
-    h.update(queue.as_bytes());
-    h.update([0]);
-    h.update(properties.to_string().as_bytes());
-    h.update([0]);
-    h.update(headers.to_string().as_bytes());
-    h.update([0]);
-    h.update(body);
-    let mut s = String::with_capacity(64);
-    for b in h.finalize() {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
+    sha256_hex(&[
+        queue.as_bytes(),
+        properties.to_string().as_bytes(),
+        headers.to_string().as_bytes(),
+        body,
+    ])
 }
 
 /// A body for people: pretty JSON with secrets redacted, or the text with card
@@ -599,9 +599,9 @@ pub async fn drain(
     Ok(report)
 }
 
-/// Messages ready in `queue`, on a channel of its own (a failed passive declare
+/// Messages ready in `queue` (a broker name), on a channel of its own (a failed passive declare
 /// closes its channel).
-async fn depth(rt: &Runtime, queue: &str) -> anyhow::Result<u64> {
+pub async fn depth(rt: &Runtime, queue: &str) -> anyhow::Result<u64> {
     let channel = bounded("opening a channel", rt.broker.create_channel()).await??;
     let declared = bounded(
         "counting a DLQ",
@@ -857,22 +857,24 @@ pub async fn list(pool: &PgPool, filter: &Filter, limit: i64) -> sqlx::Result<Ve
         .bind(limit)
         .fetch_all(pool)
         .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(Summary {
-                id: r.try_get("id")?,
-                queue: r.try_get("queue")?,
-                message_type: r.try_get("message_type")?,
-                message_id: r.try_get("message_id")?,
-                correlation_id: r.try_get("correlation_id")?,
-                error_kind: r.try_get("error_kind")?,
-                group: r.try_get("group_id")?,
-                status: r.try_get("status")?,
-                edited: r.try_get("edited")?,
-                failed_at: r.try_get("failed_at")?,
-            })
+    rows.iter().map(Summary::from_row).collect()
+}
+
+impl Summary {
+    fn from_row(r: &sqlx::postgres::PgRow) -> sqlx::Result<Self> {
+        Ok(Self {
+            id: r.try_get("id")?,
+            queue: r.try_get("queue")?,
+            message_type: r.try_get("message_type")?,
+            message_id: r.try_get("message_id")?,
+            correlation_id: r.try_get("correlation_id")?,
+            error_kind: r.try_get("error_kind")?,
+            group: r.try_get("group_id")?,
+            status: r.try_get("status")?,
+            edited: r.try_get("edited")?,
+            failed_at: r.try_get("failed_at")?,
         })
-        .collect()
+    }
 }
 
 /// Everything about one dead letter.
@@ -937,18 +939,7 @@ pub async fn show(pool: &PgPool, id: i64) -> sqlx::Result<Option<Detail>> {
     let body: Vec<u8> = r.try_get("body")?;
     let edited: Option<Vec<u8>> = r.try_get("edited_body")?;
     Ok(Some(Detail {
-        summary: Summary {
-            id: r.try_get("id")?,
-            queue: r.try_get("queue")?,
-            message_type: r.try_get("message_type")?,
-            message_id: r.try_get("message_id")?,
-            correlation_id: r.try_get("correlation_id")?,
-            error_kind: r.try_get("error_kind")?,
-            group: r.try_get("group_id")?,
-            status: r.try_get("status")?,
-            edited: r.try_get("edited")?,
-            failed_at: r.try_get("failed_at")?,
-        },
+        summary: Summary::from_row(&r)?,
         error: mask_secrets(&r.try_get::<String, _>("error")?),
         original_exchange: r.try_get("original_exchange")?,
         original_routing_key: r.try_get("original_routing_key")?,
@@ -1320,12 +1311,6 @@ pub fn render_overview(counts: &[QueueCount], groups: &[Group]) -> String {
     let total: i64 = groups.iter().map(|g| g.count).sum();
     let _ = writeln!(out, "{} group(s), {total} dead letter(s)", groups.len());
     out
-}
-
-/// A per-queue map of stored counts (for metrics and tests).
-#[must_use]
-pub fn stored_by_queue(counts: &[QueueCount]) -> BTreeMap<String, i64> {
-    counts.iter().map(|c| (c.queue.clone(), c.stored)).collect()
 }
 
 #[cfg(test)]
