@@ -235,6 +235,13 @@ messages! {
     LoyaltyAwarded(LoyaltyAwarded) = "loyalty.awarded" v 1, Event, from "loyalty";
     /// A saga that cannot finish on its own, parked in the booking DLQ for an operator.
     BookingParked(BookingParked) = "booking.parked" v 1, Event, from "booking";
+    /// A client asked to cancel a confirmed booking; starts its cancellation.
+    CancelBooking(CancelBooking) = "booking.cancel" v 1, Command, from "gateway";
+    /// A cancellation finished: the charge refunded and the seat given back.
+    BookingCancelled(BookingCancelled) = "booking.cancelled" v 1, Event, from "booking";
+    /// Deliver one event to one webhook endpoint (notify's own work queue, retried
+    /// with delays, dead-lettered when the endpoint keeps failing).
+    DeliverWebhook(DeliverWebhook) = "webhook.deliver" v 1, Command, from "notify";
 }
 
 /// `booking.requested` v1.
@@ -438,6 +445,56 @@ pub struct LoyaltyAwarded {
     pub total_points: i64,
     /// `bronze`, `silver` or `gold` after this award.
     pub level: String,
+}
+
+/// `booking.cancel` v1.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CancelBooking {
+    /// The confirmed booking to cancel.
+    pub booking_id: Uuid,
+    /// When the client asked.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "String", extend("format" = "date-time"))]
+    pub requested_at: OffsetDateTime,
+}
+
+/// `booking.cancelled` v1.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BookingCancelled {
+    /// The booking.
+    pub booking_id: Uuid,
+    /// The customer.
+    pub customer_id: String,
+    /// The flight.
+    pub outbound_flight_id: Uuid,
+    /// The booking reference it had.
+    pub booking_reference: Option<String>,
+    /// The ticket price, refunded in full; also the loyalty points to revoke.
+    pub ticket_price: i64,
+    /// ISO 4217 currency code.
+    pub ticket_currency: String,
+    /// When the cancellation finished.
+    #[serde(with = "time::serde::rfc3339")]
+    #[schemars(with = "String", extend("format" = "date-time"))]
+    pub cancelled_at: OffsetDateTime,
+}
+
+/// `webhook.deliver` v1.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliverWebhook {
+    /// The booking the event is about (the correlation id).
+    pub booking_id: Uuid,
+    /// The webhook endpoint to call.
+    pub endpoint_id: Uuid,
+    /// The event's id: the `webhook-id` header, the same on every attempt.
+    pub event_id: Uuid,
+    /// `booking.confirmed`, `booking.failed`, `booking.cancelled` or `loyalty.awarded`.
+    pub event_type: String,
+    /// The JSON payload to POST.
+    pub payload: serde_json::Value,
 }
 
 #[cfg(test)]

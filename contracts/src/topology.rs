@@ -80,9 +80,16 @@ pub const QUEUES: &[QueueSpec] = &[
     q(
         "notify.booking-outcomes",
         "notify",
-        &["booking.confirmed", "booking.failed"],
+        &["booking.confirmed", "booking.failed", "booking.cancelled"],
     ),
     q("loyalty.awarded", "notify", &["loyalty.awarded"]),
+    q("booking.cancel", "booking", &["booking.cancel"]),
+    q(
+        "loyalty.booking-cancelled",
+        "loyalty",
+        &["booking.cancelled"],
+    ),
+    q("notify.webhook-deliveries", "notify", &["webhook.deliver"]),
     // A forward step's command that was dead-lettered: the saga waiting on it is
     // held (not compensated) until an operator replays or discards it.
     QueueSpec {
