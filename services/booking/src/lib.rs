@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use airline_contracts::messages::{
-    BookingConfirmed, BookingFailed, BookingParked, CollectPayment, RefundPayment, ReleaseSeat,
-    ReserveSeat, SagaStep,
+    BookingCancelled, BookingConfirmed, BookingFailed, BookingParked, CollectPayment,
+    RefundPayment, ReleaseSeat, ReserveSeat, SagaStep,
 };
 use airline_contracts::topology::queues_of;
 use airline_contracts::{FailureReason, Message, PaymentToken};
@@ -26,6 +26,7 @@ use saga::{Command, Decision, Input, LocalSteps, State};
 use sqlx::migrate::Migrator;
 use sqlx::{PgConnection, Row};
 use time::OffsetDateTime;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 /// The booking schema's migrations.
@@ -58,8 +59,11 @@ impl Deadlines {
     pub fn of_state(&self, state: State, now: OffsetDateTime) -> Option<OffsetDateTime> {
         match state {
             State::ReservingSeat | State::ReleasingSeat => Some(now + self.step),
-            State::CollectingPayment | State::RefundingPayment => Some(now + self.payment),
-            State::Confirmed | State::Failed => None,
+            State::CollectingPayment | State::RefundingPayment | State::CancelRefunding => {
+                Some(now + self.payment)
+            }
+            State::CancelReleasingSeat => Some(now + self.step),
+            State::Confirmed | State::Failed | State::Cancelled => None,
         }
     }
 }
@@ -110,8 +114,9 @@ impl Handler for StartSaga {
         let now = OffsetDateTime::now_utc();
         let inserted = sqlx::query(
             "INSERT INTO booking.bookings
-                 (id, customer_id, outbound_flight_id, payment_token, state, version, created_at, deadline_at)
-             VALUES ($1, $2, $3, $4, $5, 1, $6, $7)
+                 (id, customer_id, outbound_flight_id, payment_token, state, version, created_at,
+                  deadline_at, request_id)
+             VALUES ($1, $2, $3, $4, $5, 1, $6, $7, $8)
              ON CONFLICT (id) DO NOTHING",
         )
         .bind(req.booking_id)
@@ -121,6 +126,7 @@ impl Handler for StartSaga {
         .bind(decision.next.as_str())
         .bind(req.requested_at)
         .bind(self.deadlines.of_state(decision.next, now))
+        .bind(msg.request_id.as_deref())
         .execute(&mut *tx)
         .await?
         .rows_affected()
@@ -159,12 +165,14 @@ struct Saga {
     failure: Option<FailureReason>,
     ticket_price: Option<i64>,
     ticket_currency: Option<String>,
+    reference: Option<String>,
+    request_id: Option<String>,
     created_at: OffsetDateTime,
 }
 
 const SAGA_COLUMNS: &str =
     "id, customer_id, outbound_flight_id, payment_token, state, version, failure_reason,
-    ticket_price, ticket_currency, created_at";
+    ticket_price, ticket_currency, booking_reference, request_id, created_at";
 
 impl Saga {
     fn from_row(row: &sqlx::postgres::PgRow) -> Result<Self, HandlerError> {
@@ -184,10 +192,15 @@ impl Saga {
                 .and_then(FailureReason::parse),
             ticket_price: row.try_get("ticket_price")?,
             ticket_currency: row.try_get("ticket_currency")?,
+            reference: row.try_get("booking_reference")?,
+            request_id: row.try_get("request_id")?,
             created_at: row.try_get("created_at")?,
         })
     }
 }
+
+/// The trigger of a transition made by the deadline sweeper.
+const DEADLINE: &str = "deadline";
 
 /// What moved a saga, for its history.
 #[derive(Debug)]
@@ -234,6 +247,7 @@ fn input_of(message: &Message) -> Option<Input> {
         // Only on the watch queue: a copy of the saga's own command, dead-lettered.
         Message::ReserveSeat(_) => Input::StepDeadLettered(saga::Step::ReserveSeat),
         Message::CollectPayment(_) => Input::StepDeadLettered(saga::Step::CollectPayment),
+        Message::CancelBooking(_) => Input::CancelRequested,
         _ => return None,
     })
 }
@@ -322,9 +336,10 @@ async fn apply(
     // The card token is a secret: drop it once no step can need it.
     .bind(saga.state.is_terminal())
     .bind(now)
-    // A new state gets a new deadline, a held saga the hold deadline; a late reply
-    // handled in place keeps its deadline.
-    .bind(from != saga.state || decision.hold)
+    // A new state gets a new deadline, a held saga the hold deadline, a step asked
+    // for again at its deadline a new one; a late reply handled in place keeps its
+    // deadline.
+    .bind(from != saga.state || decision.hold || trigger.kind == DEADLINE)
     .bind(if decision.hold {
         Some(now + deadlines.hold)
     } else {
@@ -465,7 +480,7 @@ pub async fn extend_deadlines(pool: &sqlx::PgPool, outage: Duration) -> sqlx::Re
     let micros = i64::try_from(outage.as_micros()).unwrap_or(i64::MAX);
     Ok(sqlx::query(
         "UPDATE booking.bookings SET deadline_at = deadline_at + make_interval(secs => $1::double precision / 1e6)
-          WHERE deadline_at IS NOT NULL AND state NOT IN ('CONFIRMED', 'FAILED')",
+          WHERE deadline_at IS NOT NULL AND state NOT IN ('CONFIRMED', 'FAILED', 'CANCELLED')",
     )
     .bind(micros)
     .execute(pool)
@@ -486,13 +501,13 @@ pub async fn sweep_once(
     let mut tx = pool.begin().await?;
     let sql = format!(
         "SELECT {SAGA_COLUMNS} FROM booking.bookings
-          WHERE deadline_at <= now() AND state NOT IN ('CONFIRMED', 'FAILED')
+          WHERE deadline_at <= now() AND state NOT IN ('CONFIRMED', 'FAILED', 'CANCELLED')
           ORDER BY deadline_at LIMIT 100
           FOR UPDATE SKIP LOCKED"
     );
     let rows = sqlx::query(&sql).fetch_all(&mut *tx).await?;
     let trigger = Trigger {
-        kind: "deadline".into(),
+        kind: DEADLINE.into(),
         message_id: None,
         attempts: 1,
     };
@@ -507,11 +522,24 @@ pub async fn sweep_once(
                 return Ok::<_, HandlerError>(false);
             };
             let out = apply(&mut one, &mut saga, &decision, &trigger, None, deadlines).await?;
+            let cause = Cause {
+                request_id: saga.request_id.clone(),
+                ..Cause::default()
+            };
             for m in &out {
-                outbox::enqueue(&mut one, "booking", &Cause::default(), m).await?;
+                outbox::enqueue(&mut one, "booking", &cause, m).await?;
             }
             Ok(true)
         }
+        .instrument(tracing::info_span!(
+            "deadline",
+            booking_id = ?row.try_get::<Uuid, _>("id").ok(),
+            request_id = row
+                .try_get::<Option<String>, _>("request_id")
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| "-".into()),
+        ))
         .await;
         match step {
             Ok(changed) => {
@@ -586,6 +614,18 @@ fn command_message(
             outbound_flight_id: saga.flight_id,
             reason: saga.failure.ok_or_else(|| missing("failure reason"))?,
             failed_at: now,
+        }),
+        Command::PublishCancelled => Message::BookingCancelled(BookingCancelled {
+            booking_id: saga.id,
+            customer_id: saga.customer_id.clone(),
+            outbound_flight_id: saga.flight_id,
+            booking_reference: saga.reference.clone(),
+            ticket_price: saga.ticket_price.ok_or_else(|| missing("ticket price"))?,
+            ticket_currency: saga
+                .ticket_currency
+                .clone()
+                .ok_or_else(|| missing("currency"))?,
+            cancelled_at: now,
         }),
         Command::Park => return Err(missing("park message (built with the history)")),
     })

@@ -21,6 +21,21 @@
 //! | FAILED             | payment refunded   | (after parking)         | FAILED             | release seat     |
 //! | RESERVING_SEAT, COLLECTING_PAYMENT | step dead-lettered | (held)   | unchanged, hold deadline | nothing |
 //!
+//! A confirmed booking can be cancelled: that is a saga of its own, forward only.
+//!
+//! | state                 | input              | next state            | sends             |
+//! |-----------------------|--------------------|-----------------------|-------------------|
+//! | CONFIRMED             | cancel requested   | CANCEL_REFUNDING      | refund payment    |
+//! | CANCEL_REFUNDING      | payment refunded   | CANCEL_RELEASING_SEAT | release seat      |
+//! | CANCEL_RELEASING_SEAT | seat released      | CANCELLED             | booking cancelled |
+//! | CANCEL_REFUNDING      | deadline passed    | unchanged, new deadline | refund payment (again) |
+//! | CANCEL_RELEASING_SEAT | deadline passed    | unchanged, new deadline | release seat (again) |
+//!
+//! A cancellation cannot be undone and has nothing to compensate: a step that
+//! misses its deadline is asked for again (refund and release are idempotent),
+//! while payment's own retries and dead letters show an operator why. Loyalty
+//! revokes the points when it hears `booking.cancelled`.
+//!
 //! Any other pair is a duplicate or stale reply and changes nothing. A timed-out
 //! step is compensated as if it had succeeded (release and refund are idempotent
 //! and safe when nothing was taken), so a reply that comes after its deadline is
@@ -52,17 +67,26 @@ pub enum State {
     Confirmed,
     /// Terminal: failed, every step compensated.
     Failed,
+    /// A confirmed booking being cancelled; waiting for the refund.
+    CancelRefunding,
+    /// A confirmed booking being cancelled; refunded, waiting for the seat.
+    CancelReleasingSeat,
+    /// Terminal: cancelled after it was confirmed, refunded, seat given back.
+    Cancelled,
 }
 
 impl State {
     /// Every state.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 9] = [
         Self::ReservingSeat,
         Self::CollectingPayment,
         Self::RefundingPayment,
         Self::ReleasingSeat,
         Self::Confirmed,
         Self::Failed,
+        Self::CancelRefunding,
+        Self::CancelReleasingSeat,
+        Self::Cancelled,
     ];
 
     /// The name stored in the database.
@@ -75,6 +99,9 @@ impl State {
             Self::ReleasingSeat => "RELEASING_SEAT",
             Self::Confirmed => "CONFIRMED",
             Self::Failed => "FAILED",
+            Self::CancelRefunding => "CANCEL_REFUNDING",
+            Self::CancelReleasingSeat => "CANCEL_RELEASING_SEAT",
+            Self::Cancelled => "CANCELLED",
         }
     }
 
@@ -84,19 +111,26 @@ impl State {
         Self::ALL.into_iter().find(|st| st.as_str() == s)
     }
 
-    /// Whether the saga has ended.
+    /// Whether the saga has ended (a confirmed booking's cancellation starts a new
+    /// one).
     #[must_use]
     pub fn is_terminal(self) -> bool {
-        matches!(self, Self::Confirmed | Self::Failed)
+        matches!(self, Self::Confirmed | Self::Failed | Self::Cancelled)
     }
 
-    /// The status a client sees: PENDING until the saga ends.
+    /// The status a client sees: PENDING until the booking saga ends, CANCELLING
+    /// while a cancellation runs.
     #[must_use]
     pub fn status(self) -> &'static str {
         match self {
             Self::Confirmed => "CONFIRMED",
             Self::Failed => "FAILED",
-            _ => "PENDING",
+            Self::Cancelled => "CANCELLED",
+            Self::CancelRefunding | Self::CancelReleasingSeat => "CANCELLING",
+            Self::ReservingSeat
+            | Self::CollectingPayment
+            | Self::RefundingPayment
+            | Self::ReleasingSeat => "PENDING",
         }
     }
 }
@@ -127,6 +161,8 @@ pub enum Input {
     /// A forward step's command was dead-lettered (its copy on the watch queue):
     /// an operator can replay it.
     StepDeadLettered(Step),
+    /// The client asked to cancel the booking.
+    CancelRequested,
 }
 
 /// The forward steps whose commands can be dead-lettered and hold the saga.
@@ -155,6 +191,8 @@ pub enum Command {
     PublishFailed,
     /// Publish `booking.parked` to the booking DLQ.
     Park,
+    /// Publish `booking.cancelled`.
+    PublishCancelled,
 }
 
 /// The outcomes of the saga's local steps (reserve booking, confirm booking), which
@@ -296,6 +334,36 @@ pub fn transition(state: State, input: Input, steps: LocalSteps) -> Option<Decis
             note: "the step's command was dead-lettered; held for an operator until the hold deadline (replaying the dead letter resumes the saga)",
             hold: true,
         }),
+        (S::Confirmed, Input::CancelRequested) => go(
+            S::CancelRefunding,
+            C::RefundPayment,
+            None,
+            "cancellation requested; refunding the payment",
+        ),
+        (S::CancelRefunding, Input::PaymentRefunded) => go(
+            S::CancelReleasingSeat,
+            C::ReleaseSeat,
+            None,
+            "payment refunded; releasing the seat",
+        ),
+        (S::CancelReleasingSeat, Input::SeatReleased) => go(
+            S::Cancelled,
+            C::PublishCancelled,
+            None,
+            "seat released; booking cancelled",
+        ),
+        (S::CancelRefunding, Input::DeadlinePassed) => go(
+            state,
+            C::RefundPayment,
+            None,
+            "no refund before the deadline; asking again",
+        ),
+        (S::CancelReleasingSeat, Input::DeadlinePassed) => go(
+            state,
+            C::ReleaseSeat,
+            None,
+            "no seat release before the deadline; asking again",
+        ),
         (S::Failed, Input::PaymentRefunded) => go(
             state,
             C::ReleaseSeat,
@@ -345,6 +413,71 @@ mod tests {
             failure = d.failure.or(failure);
         }
         (states, commands, failure)
+    }
+
+    #[test]
+    fn a_confirmed_booking_is_cancelled_step_by_step() {
+        use Command as C;
+        use State as S;
+        let (states, commands, failure) = run(
+            OK,
+            &[
+                Input::SeatReserved,
+                Input::PaymentCollected,
+                Input::CancelRequested,
+                Input::PaymentRefunded,
+                Input::SeatReleased,
+            ],
+        );
+        assert_eq!(
+            states,
+            [
+                S::ReservingSeat,
+                S::CollectingPayment,
+                S::Confirmed,
+                S::CancelRefunding,
+                S::CancelReleasingSeat,
+                S::Cancelled
+            ]
+        );
+        assert_eq!(
+            commands,
+            [
+                C::ReserveSeat,
+                C::CollectPayment,
+                C::PublishConfirmed,
+                C::RefundPayment,
+                C::ReleaseSeat,
+                C::PublishCancelled
+            ]
+        );
+        assert_eq!(failure, None);
+        assert_eq!(S::Cancelled.status(), "CANCELLED");
+        assert_eq!(S::CancelRefunding.status(), "CANCELLING");
+        assert!(S::Cancelled.is_terminal());
+    }
+
+    #[test]
+    fn a_cancellation_asks_again_and_only_a_confirmed_booking_is_cancelled() {
+        use State as S;
+        for (state, command) in [
+            (S::CancelRefunding, Command::RefundPayment),
+            (S::CancelReleasingSeat, Command::ReleaseSeat),
+        ] {
+            let d = transition(state, Input::DeadlinePassed, OK).expect("asks again");
+            assert_eq!((d.next, d.commands), (state, vec![command]));
+        }
+        for state in State::ALL {
+            let moved = transition(state, Input::CancelRequested, OK).is_some();
+            assert_eq!(moved, state == S::Confirmed, "{state}");
+        }
+        // A duplicate refund or release after the cancellation changes nothing.
+        assert_eq!(transition(S::Cancelled, Input::PaymentRefunded, OK), None);
+        assert_eq!(transition(S::Cancelled, Input::SeatReleased, OK), None);
+        assert_eq!(
+            transition(S::CancelReleasingSeat, Input::PaymentRefunded, OK),
+            None
+        );
     }
 
     #[test]
@@ -757,7 +890,8 @@ mod tests {
     fn states_round_trip_and_map_to_statuses() {
         for s in State::ALL {
             assert_eq!(State::parse(s.as_str()), Some(s));
-            assert_eq!(s.status() == "PENDING", !s.is_terminal());
+            let open = matches!(s.status(), "PENDING" | "CANCELLING");
+            assert_eq!(open, !s.is_terminal(), "{s}");
         }
     }
 }

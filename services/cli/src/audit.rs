@@ -27,6 +27,7 @@ pub struct Stats {
     pub bookings: i64,
     pub confirmed: i64,
     pub failed: i64,
+    pub cancelled: i64,
     pub in_flight: i64,
     pub inbox_rows: i64,
     pub outbox_rows: i64,
@@ -47,8 +48,9 @@ const CHECKS: &[(&str, &str)] = &[
         "seats",
         "SELECT format('booking %s is %s but still holds a seat on flight %s', b.id, b.state, r.flight_id)
            FROM catalog.seat_reservations r JOIN booking.bookings b ON b.id = r.booking_id
-          WHERE r.status = 'reserved' AND b.state = 'FAILED'
-            AND b.failure_reason IS DISTINCT FROM 'COMPENSATION_FAILED'",
+          WHERE r.status = 'reserved'
+            AND (b.state = 'CANCELLED'
+                 OR (b.state = 'FAILED' AND b.failure_reason IS DISTINCT FROM 'COMPENSATION_FAILED'))",
     ),
     (
         "seats",
@@ -66,8 +68,9 @@ const CHECKS: &[(&str, &str)] = &[
         "money",
         "SELECT format('booking %s is %s but its charge %s is captured and not refunded', b.id, b.state, p.charge_id)
            FROM payment.payments p JOIN booking.bookings b ON b.id = p.booking_id
-          WHERE p.status = 'captured' AND b.state = 'FAILED'
-            AND b.failure_reason IS DISTINCT FROM 'COMPENSATION_FAILED'",
+          WHERE p.status = 'captured'
+            AND (b.state = 'CANCELLED'
+                 OR (b.state = 'FAILED' AND b.failure_reason IS DISTINCT FROM 'COMPENSATION_FAILED'))",
     ),
     (
         "money",
@@ -99,7 +102,7 @@ const CHECKS: &[(&str, &str)] = &[
         "sagas",
         "SELECT format('booking %s has waited in %s since its deadline %s', id, state, deadline_at)
            FROM booking.bookings
-          WHERE state NOT IN ('CONFIRMED', 'FAILED') AND deadline_at < now() - interval '5 seconds'",
+          WHERE state NOT IN ('CONFIRMED', 'FAILED', 'CANCELLED') AND deadline_at < now() - interval '5 seconds'",
     ),
     (
         "messages",
@@ -124,8 +127,10 @@ pub async fn audit(pool: &PgPool) -> anyhow::Result<Report> {
         bookings: count("SELECT count(*) FROM booking.bookings").await?,
         confirmed: count("SELECT count(*) FROM booking.bookings WHERE state = 'CONFIRMED'").await?,
         failed: count("SELECT count(*) FROM booking.bookings WHERE state = 'FAILED'").await?,
+        cancelled: count("SELECT count(*) FROM booking.bookings WHERE state = 'CANCELLED'")
+            .await?,
         in_flight: count(
-            "SELECT count(*) FROM booking.bookings WHERE state NOT IN ('CONFIRMED', 'FAILED')",
+            "SELECT count(*) FROM booking.bookings WHERE state NOT IN ('CONFIRMED', 'FAILED', 'CANCELLED')",
         )
         .await?,
         inbox_rows: count("SELECT count(*) FROM messaging.inbox").await?,
@@ -180,10 +185,11 @@ pub async fn audit_all(rt: &airline_runtime::Runtime) -> anyhow::Result<Report> 
 pub fn render(report: &Report) -> String {
     let s = &report.stats;
     let mut out = format!(
-        "bookings {} (confirmed {}, failed {}, in flight {}); inbox {} rows, {} duplicates absorbed; outbox {} rows\n",
+        "bookings {} (confirmed {}, failed {}, cancelled {}, in flight {}); inbox {} rows, {} duplicates absorbed; outbox {} rows\n",
         s.bookings,
         s.confirmed,
         s.failed,
+        s.cancelled,
         s.in_flight,
         s.inbox_rows,
         s.duplicates_absorbed,

@@ -2,6 +2,7 @@
 //! [`run_all`], which runs the gateway and the five workers together (`airline up`,
 //! and the integration tests).
 
+pub mod apikey;
 pub mod audit;
 pub mod dlq;
 pub mod saga;

@@ -40,6 +40,9 @@ enum Command {
     /// Drain, inspect, fix, replay and discard dead letters.
     #[command(subcommand)]
     Dlq(airline::dlq::DlqCommand),
+    /// Create, list and revoke the gateway's API keys.
+    #[command(subcommand)]
+    Apikey(airline::apikey::ApiKeyCommand),
     /// Delete every queue and exchange under AIRLINE_PREFIX, messages included
     /// (for throw-away namespaces: tests, smoke runs).
     Teardown {
@@ -145,6 +148,10 @@ fn main() -> ExitCode {
                 }
             }
             Command::Dlq(command) => airline::dlq::run(&rt, command, shutdown).await?,
+            Command::Apikey(command) => {
+                airline::migrate_all(&rt).await?;
+                airline::apikey::run(&rt, command).await?;
+            }
             Command::Teardown { .. } => {
                 let n = airline::teardown(&rt).await?;
                 println!(

@@ -25,3 +25,11 @@ ALTER TABLE gateway.idempotency_keys DROP CONSTRAINT idempotency_keys_pkey;
 CREATE UNIQUE INDEX idempotency_keys_scope ON gateway.idempotency_keys
     (COALESCE(api_key_id, '00000000-0000-0000-0000-000000000000'::uuid), operation, key);
 CREATE INDEX idempotency_keys_age ON gateway.idempotency_keys (created_at);
+
+-- Cancellations the gateway accepted: one per booking, written with the
+-- booking.cancel outbox row, so a second request gets 409 at once.
+CREATE TABLE gateway.cancel_requests (
+    booking_id   uuid        PRIMARY KEY,
+    api_key_id   uuid        REFERENCES gateway.api_keys (id),
+    requested_at timestamptz NOT NULL DEFAULT now()
+);

@@ -7,8 +7,10 @@
 //! `application/problem+json` naming the field at fault. See `openapi.json`.
 
 mod admin;
+pub mod auth;
 mod problem;
 mod routes;
+mod webhooks;
 
 use airline_runtime::Runtime;
 use airline_runtime::outbox::Dispatcher;
@@ -34,6 +36,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/bookings"),
     ("get", "/v1/bookings/{id}"),
     ("post", "/v1/bookings/{id}/check-in"),
+    ("post", "/v1/bookings/{id}/cancel"),
     ("get", "/v1/loyalty/{customerId}"),
     ("get", "/healthz"),
     ("get", "/metrics"),
@@ -46,6 +49,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("patch", "/v1/admin/dead-letters/{id}"),
     ("post", "/v1/admin/dead-letters/{id}/replay"),
     ("post", "/v1/admin/dead-letters/{id}/discard"),
+    ("post", "/v1/webhooks"),
+    ("get", "/v1/webhooks"),
+    ("get", "/v1/webhooks/{id}"),
+    ("delete", "/v1/webhooks/{id}"),
 ];
 
 /// Shared state of the handlers.
@@ -53,6 +60,7 @@ pub const ROUTES: &[(&str, &str)] = &[
 pub struct AppState {
     rt: Runtime,
     dispatcher: Dispatcher,
+    keys: std::sync::Arc<auth::Keys>,
 }
 
 /// Runs every migration the gateway's reads depend on, then its own.
@@ -63,12 +71,44 @@ pub async fn migrate(rt: &Runtime) -> anyhow::Result<()> {
     rt.migrate("catalog", &airline_catalog::MIGRATIONS).await?;
     rt.migrate("booking", &airline_booking::MIGRATIONS).await?;
     rt.migrate("loyalty", &airline_loyalty::MIGRATIONS).await?;
+    rt.migrate("notify", &airline_notify::MIGRATIONS).await?;
     rt.migrate("gateway", &MIGRATIONS).await
 }
 
 /// The router.
 pub fn app(rt: Runtime, dispatcher: Dispatcher) -> Router {
-    routes::router(AppState { rt, dispatcher })
+    routes::router(AppState {
+        rt,
+        dispatcher,
+        keys: std::sync::Arc::default(),
+    })
+}
+
+/// How long an `Idempotency-Key` answers as the first request did.
+pub const IDEMPOTENCY_FOR: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Deletes idempotency keys older than [`IDEMPOTENCY_FOR`], every ten minutes.
+async fn forget_idempotency_keys(pool: sqlx::PgPool, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(std::time::Duration::from_secs(600)) => {}
+        }
+        let done = sqlx::query(
+            "DELETE FROM gateway.idempotency_keys
+              WHERE created_at < now() - make_interval(secs => $1)",
+        )
+        .bind(IDEMPOTENCY_FOR.as_secs_f64())
+        .execute(&pool)
+        .await;
+        match done {
+            Ok(r) if r.rows_affected() > 0 => {
+                tracing::info!(keys = r.rows_affected(), "old idempotency keys forgotten");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "could not forget old idempotency keys"),
+        }
+    }
 }
 
 /// Serves the gateway on `listener` until `shutdown`, with its outbox relay; the
@@ -94,6 +134,7 @@ pub async fn run(
         &relay_stop,
     )
     .await?;
+    tasks.spawn(forget_idempotency_keys(rt.pool.clone(), relay_stop.clone()));
     let result =
         airline_runtime::service::serve(app(rt.clone(), dispatcher), listener, shutdown).await;
     relay_stop.cancel();

@@ -2,7 +2,7 @@ use std::collections::HashMap;
 
 use airline_booking::views::{self, BookingView};
 use airline_catalog::flights::{self, Cursor, NewFlight, Search};
-use airline_contracts::messages::BookingRequested;
+use airline_contracts::messages::{BookingRequested, CancelBooking};
 use airline_contracts::{Message, PaymentToken};
 use airline_runtime::outbox::{self, Cause};
 use airline_runtime::validation::{Fields, is_code3};
@@ -13,28 +13,32 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use tracing::Instrument as _;
 use uuid::Uuid;
 
+use crate::auth::{Caller, Scope};
 use crate::{AppState, OPENAPI, Problem};
 
 type Result<T, E = Problem> = std::result::Result<T, E>;
 
 pub(crate) fn router(state: AppState) -> Router {
-    Router::new()
+    let cors = cors(&state.rt.config.cors_origins);
+    let router = Router::new()
         .route("/v1/flights", get(search_flights).post(create_flight))
         .route("/v1/flights/{id}", get(get_flight))
         .route("/v1/bookings", get(list_bookings).post(create_booking))
         .route("/v1/bookings/{id}", get(get_booking))
         .route("/v1/bookings/{id}/check-in", post(check_in))
+        .route("/v1/bookings/{id}/cancel", post(cancel))
         .route("/v1/loyalty/{customer_id}", get(get_loyalty))
         .route("/openapi.json", get(openapi))
         .merge(crate::admin::router())
+        .merge(crate::webhooks::router())
         .with_state(state.clone())
-        .merge(airline_runtime::service::health_router(state.rt))
+        .merge(airline_runtime::service::health_router(state.rt.clone()))
         .fallback(|| async { Problem::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             Problem::plain(
@@ -43,8 +47,52 @@ pub(crate) fn router(state: AppState) -> Router {
                 "this route does not take that method",
             )
         })
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            crate::auth::authenticate,
+        ));
+    // CORS sits outside the key check: a browser's preflight carries no key.
+    let router = match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    router
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(request_context))
+}
+
+/// CORS for the configured origins (`AIRLINE_CORS_ORIGINS`); none: no CORS headers
+/// at all, so browsers keep other origins' pages out.
+fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use axum::http::{HeaderName, Method};
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    if origins.is_empty() {
+        return None;
+    }
+    let header = HeaderName::from_static;
+    Some(
+        tower_http::cors::CorsLayer::new()
+            .allow_origin(origins)
+            .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
+            .allow_headers([
+                header::CONTENT_TYPE,
+                header("x-api-key"),
+                header("idempotency-key"),
+                header("x-request-id"),
+                header("x-operator"),
+            ])
+            .expose_headers([
+                header::LOCATION,
+                header::RETRY_AFTER,
+                header("x-request-id"),
+                header("ratelimit"),
+                header("ratelimit-policy"),
+            ])
+            .max_age(std::time::Duration::from_secs(600)),
+    )
 }
 
 /// Request bodies larger than this are refused with 413.
@@ -81,6 +129,8 @@ async fn request_context(
     // twice: only reads are bounded here; commands are bounded by the pool's acquire
     // timeout and the database's.
     let bounded = request.method() == axum::http::Method::GET;
+    let mut request = request;
+    request.extensions_mut().insert(RequestId(id.clone()));
     let run = next.run(request).instrument(span);
     let outcome = if bounded {
         tokio::time::timeout(REQUEST_TIMEOUT, run).await
@@ -107,6 +157,20 @@ async fn request_context(
         .with_label_values(&[&route, &method])
         .observe(started.elapsed().as_secs_f64());
     response
+}
+
+/// The request's `x-request-id` (a request extension): carried into the messages
+/// the request sends.
+#[derive(Debug, Clone)]
+pub(crate) struct RequestId(pub(crate) String);
+
+impl RequestId {
+    fn cause(&self) -> Cause {
+        Cause {
+            request_id: Some(self.0.clone()),
+            ..Cause::default()
+        }
+    }
 }
 
 async fn openapi() -> Response {
@@ -244,6 +308,8 @@ async fn search_flights(
 
 async fn create_booking(
     State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Extension(request_id): Extension<RequestId>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response> {
@@ -268,41 +334,19 @@ async fn create_booking(
             format!("no flight {flight_id}"),
         ));
     }
-    let mut booking_id = Uuid::now_v7();
+    let booking_id = Uuid::now_v7();
     let requested_at = OffsetDateTime::now_utc();
     let mut tx = s.rt.pool.begin().await?;
     if let Some(key) = &idempotency_key {
         let fingerprint =
             fingerprint(&[&flight_id.to_string(), &customer_id, payment_token.expose()]);
-        // A concurrent request under the same key waits here for the first to
-        // commit, then reads its booking: one saga, whatever the race.
-        let claimed: Option<Uuid> = sqlx::query_scalar(
-            "INSERT INTO gateway.idempotency_keys (key, fingerprint, booking_id) VALUES ($1, $2, $3)
-             ON CONFLICT (key) DO NOTHING RETURNING booking_id",
-        )
-        .bind(key)
-        .bind(&fingerprint)
-        .bind(booking_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if claimed.is_none() {
-            let (first_fingerprint, first_booking): (String, Uuid) = sqlx::query_as(
-                "SELECT fingerprint, booking_id FROM gateway.idempotency_keys WHERE key = $1",
-            )
-            .bind(key)
-            .fetch_one(&mut *tx)
-            .await?;
+        if let Claim::Repeat(first) =
+            claim(&mut tx, &caller, "book", key, &fingerprint, booking_id).await?
+        {
             tx.rollback().await?;
-            if first_fingerprint != fingerprint {
-                return Err(Problem::unprocessable(
-                    "Idempotency-Key",
-                    "was used before with another request body",
-                ));
-            }
-            booking_id = first_booking;
             return Ok(created(
-                format!("/v1/bookings/{booking_id}"),
-                json!({ "id": booking_id, "status": "PENDING" }),
+                format!("/v1/bookings/{first}"),
+                json!({ "id": first, "status": "PENDING" }),
                 StatusCode::ACCEPTED,
             ));
         }
@@ -315,16 +359,17 @@ async fn create_booking(
         requested_at,
     });
     sqlx::query(
-        "INSERT INTO gateway.booking_requests (id, customer_id, outbound_flight_id, created_at)
-         VALUES ($1, $2, $3, $4)",
+        "INSERT INTO gateway.booking_requests (id, customer_id, outbound_flight_id, created_at, api_key_id)
+         VALUES ($1, $2, $3, $4, $5)",
     )
     .bind(booking_id)
     .bind(&customer_id)
     .bind(flight_id)
     .bind(requested_at)
+    .bind(caller.key_id)
     .execute(&mut *tx)
     .await?;
-    let pending = outbox::enqueue(&mut tx, "gateway", &Cause::default(), &message).await?;
+    let pending = outbox::enqueue(&mut tx, "gateway", &request_id.cause(), &message).await?;
     tx.commit().await?;
     // Durable from here: answer now, publish right behind the answer.
     let dispatcher = s.dispatcher.clone();
@@ -355,6 +400,60 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>> {
         })
 }
 
+/// What an idempotency key found.
+enum Claim {
+    /// The key is new: this request goes ahead.
+    First,
+    /// The same request was made before under this key, about this booking.
+    Repeat(Uuid),
+}
+
+/// Claims `key` for `operation` by this caller, inside the request's transaction.
+/// A concurrent request under the same key waits on the unique index for the
+/// first to commit, then finds its row: one saga, whatever the race. The same key
+/// with another request is refused with 422.
+async fn claim(
+    tx: &mut sqlx::PgConnection,
+    caller: &Caller,
+    operation: &str,
+    key: &str,
+    fingerprint: &str,
+    booking_id: Uuid,
+) -> Result<Claim> {
+    let claimed = sqlx::query(
+        "INSERT INTO gateway.idempotency_keys (key, fingerprint, booking_id, api_key_id, operation)
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+    )
+    .bind(key)
+    .bind(fingerprint)
+    .bind(booking_id)
+    .bind(caller.key_id)
+    .bind(operation)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if claimed {
+        return Ok(Claim::First);
+    }
+    let (first_fingerprint, first_booking): (String, Uuid) = sqlx::query_as(
+        "SELECT fingerprint, booking_id FROM gateway.idempotency_keys
+          WHERE api_key_id = $1 AND operation = $2 AND key = $3",
+    )
+    .bind(caller.key_id)
+    .bind(operation)
+    .bind(key)
+    .fetch_one(&mut *tx)
+    .await?;
+    if first_fingerprint != fingerprint {
+        return Err(Problem::unprocessable(
+            "Idempotency-Key",
+            "was used before with another request",
+        ));
+    }
+    Ok(Claim::Repeat(first_booking))
+}
+
 /// A SHA-256 of the request's fields: compares bodies without keeping the card token.
 fn fingerprint(fields: &[&str]) -> String {
     use sha2::{Digest, Sha256};
@@ -366,8 +465,124 @@ fn fingerprint(fields: &[&str]) -> String {
     hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-async fn check_in(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<BookingView>> {
+/// Whether `caller` may change booking `id`: its own bookings, or any with an
+/// admin key. Someone else's booking reads as not found.
+async fn owned(s: &AppState, caller: &Caller, id: Uuid) -> Result<()> {
+    if caller.scope == Scope::Admin {
+        return Ok(());
+    }
+    let owner: Option<Option<Uuid>> =
+        sqlx::query_scalar("SELECT api_key_id FROM gateway.booking_requests WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&s.rt.pool)
+            .await?;
+    if owner.flatten() == Some(caller.key_id) {
+        Ok(())
+    } else {
+        Err(Problem::not_found(format!("no booking {id}")))
+    }
+}
+
+async fn cancel(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Extension(request_id): Extension<RequestId>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response> {
     let id = path_uuid("id", &id)?;
+    let idempotency_key = idempotency_key(&headers)?;
+    owned(&s, &caller, id).await?;
+    let accepted = |id: Uuid| {
+        created(
+            format!("/v1/bookings/{id}"),
+            json!({ "id": id, "status": "CANCELLING" }),
+            StatusCode::ACCEPTED,
+        )
+    };
+    let mut tx = s.rt.pool.begin().await?;
+    if let Some(key) = &idempotency_key
+        && let Claim::Repeat(first) =
+            claim(&mut tx, &caller, "cancel", key, &id.to_string(), id).await?
+    {
+        tx.rollback().await?;
+        return Ok(accepted(first));
+    }
+    // The booking row is locked until this request commits: of two cancellations
+    // at once, the second sees the first's request and gets 409.
+    let state: Option<String> =
+        sqlx::query_scalar("SELECT state FROM booking.bookings WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some(state) = state else {
+        return Err(if owned_request(&mut tx, id).await? {
+            conflict(id, "PENDING")
+        } else {
+            Problem::not_found(format!("no booking {id}"))
+        });
+    };
+    let status = airline_booking::saga::State::parse(&state)
+        .map_or("PENDING", airline_booking::saga::State::status);
+    if status != "CONFIRMED" {
+        return Err(conflict(id, status));
+    }
+    let first = sqlx::query(
+        "INSERT INTO gateway.cancel_requests (booking_id, api_key_id) VALUES ($1, $2)
+         ON CONFLICT (booking_id) DO NOTHING",
+    )
+    .bind(id)
+    .bind(caller.key_id)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if !first {
+        return Err(conflict(id, "CANCELLING"));
+    }
+    let message = Message::CancelBooking(CancelBooking {
+        booking_id: id,
+        requested_at: OffsetDateTime::now_utc(),
+    });
+    let pending = outbox::enqueue(&mut tx, "gateway", &request_id.cause(), &message).await?;
+    tx.commit().await?;
+    let dispatcher = s.dispatcher.clone();
+    tokio::spawn(async move { dispatcher.dispatch(&[pending]).await });
+    tracing::info!(booking_id = %id, "cancellation accepted");
+    Ok(accepted(id))
+}
+
+async fn owned_request(tx: &mut sqlx::PgConnection, id: Uuid) -> Result<bool> {
+    Ok(
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM gateway.booking_requests WHERE id = $1")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?
+            > 0,
+    )
+}
+
+fn conflict(id: Uuid, status: &str) -> Problem {
+    let reason = match status {
+        "CANCELLING" => "its cancellation is under way".to_owned(),
+        "CANCELLED" => "it is cancelled already".to_owned(),
+        "FAILED" => "it failed and was never charged or was refunded".to_owned(),
+        other => format!("it is {other}; only a CONFIRMED booking can be cancelled"),
+    };
+    Problem::plain(
+        StatusCode::CONFLICT,
+        "Cannot cancel",
+        format!("booking {id} cannot be cancelled: {reason}"),
+    )
+}
+
+async fn check_in(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<BookingView>> {
+    let id = path_uuid("id", &id)?;
+    owned(&s, &caller, id).await?;
     let Some(view) = views::get(&s.rt.pool, id).await? else {
         return Err(Problem::not_found(format!("no booking {id}")));
     };
@@ -428,11 +643,11 @@ async fn list_bookings(
         .ok_or_else(|| Problem::field("customerId", "is required, 1 to 128 characters"))?;
     let status = q.get("status").map(String::as_str);
     if let Some(st) = status
-        && !["PENDING", "CONFIRMED", "FAILED", "CANCELLED"].contains(&st)
+        && !["PENDING", "CONFIRMED", "FAILED", "CANCELLING", "CANCELLED"].contains(&st)
     {
         return Err(Problem::field(
             "status",
-            "must be PENDING, CONFIRMED, FAILED or CANCELLED",
+            "must be PENDING, CONFIRMED, FAILED, CANCELLING or CANCELLED",
         ));
     }
     let cursor = q
@@ -456,7 +671,9 @@ async fn list_bookings(
                 AND NOT EXISTS (SELECT 1 FROM booking.bookings b WHERE b.id = r.id)
          ) all_bookings
          WHERE ($2::text IS NULL
-                OR ($2 = 'PENDING' AND state NOT IN ('CONFIRMED', 'FAILED', 'CANCELLED'))
+                OR ($2 = 'PENDING' AND state NOT IN ('CONFIRMED', 'FAILED', 'CANCELLED',
+                                                      'CANCEL_REFUNDING', 'CANCEL_RELEASING_SEAT'))
+                OR ($2 = 'CANCELLING' AND state IN ('CANCEL_REFUNDING', 'CANCEL_RELEASING_SEAT'))
                 OR state = $2)
            AND ($3::uuid IS NULL OR id < $3)
          ORDER BY id DESC

@@ -1,4 +1,5 @@
-//! Loyalty: a points ledger with one row per confirmed booking.
+//! Loyalty: a points ledger with one row per confirmed booking, and one more when
+//! a confirmed booking is cancelled (the revocation).
 //!
 //! Points equal the ticket price (one point per currency unit). Levels: bronze below
 //! 50,000 points, silver from 50,000, gold from 100,000. The sample inserted a ledger
@@ -8,7 +9,7 @@
 use std::sync::Arc;
 
 use airline_contracts::Message;
-use airline_contracts::messages::LoyaltyAwarded;
+use airline_contracts::messages::{BookingCancelled, LoyaltyAwarded};
 use airline_contracts::topology::queues_of;
 use airline_runtime::{Handler, HandlerError, Handlers, Incoming, Runtime, async_trait};
 use serde::Serialize;
@@ -126,8 +127,17 @@ impl Handler for AwardPoints {
         tx: &mut PgConnection,
         msg: &Incoming,
     ) -> Result<Vec<Message>, HandlerError> {
-        let Message::BookingConfirmed(confirmed) = &msg.message else {
-            return Err(HandlerError::Rejected("expected booking.confirmed".into()));
+        let confirmed = match &msg.message {
+            Message::BookingConfirmed(confirmed) => confirmed,
+            Message::BookingCancelled(cancelled) => {
+                revoke(tx, cancelled).await?;
+                return Ok(Vec::new());
+            }
+            _ => {
+                return Err(HandlerError::Rejected(
+                    "expected booking.confirmed or booking.cancelled".into(),
+                ));
+            }
         };
         let inserted = sqlx::query(
             "INSERT INTO loyalty.ledger (booking_id, customer_id, points, kind)
@@ -152,6 +162,26 @@ impl Handler for AwardPoints {
             level: Level::of(total).as_str().to_owned(),
         })])
     }
+}
+
+/// Takes back a cancelled booking's points as a ledger row of its own (kind
+/// `revoke`), once per booking. It revokes the ticket price, which is what the
+/// award credited, so the two cancel out in whichever order they arrive.
+async fn revoke(tx: &mut PgConnection, cancelled: &BookingCancelled) -> sqlx::Result<()> {
+    let inserted = sqlx::query(
+        "INSERT INTO loyalty.ledger (booking_id, customer_id, points, kind)
+         VALUES ($1, $2, $3, 'revoke') ON CONFLICT (booking_id, kind) DO NOTHING",
+    )
+    .bind(cancelled.booking_id)
+    .bind(&cancelled.customer_id)
+    .bind(cancelled.ticket_price)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if inserted == 1 {
+        tracing::info!(points = cancelled.ticket_price, "points revoked");
+    }
+    Ok(())
 }
 
 #[cfg(test)]

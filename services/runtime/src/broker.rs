@@ -319,6 +319,14 @@ pub fn properties(
     props
 }
 
+/// `props` with one more text header.
+#[must_use]
+pub fn with_header(props: BasicProperties, name: &str, value: &str) -> BasicProperties {
+    let mut headers = props.headers().clone().unwrap_or_default();
+    headers.insert(name.into(), text(value));
+    props.with_headers(headers)
+}
+
 /// An envelope for a message published now, outside any outbox (tests, tools,
 /// upstream-style publishers).
 #[must_use]

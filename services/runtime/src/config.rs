@@ -72,7 +72,25 @@ pub struct Config {
     /// `AIRLINE_PAYMENT_FAILURE_RATE`: share (0 to 1) of simulated provider calls
     /// that fail transiently.
     pub payment_failure_rate: f64,
+    /// `AIRLINE_CORS_ORIGINS`: comma-separated origins (`https://app.example.com`)
+    /// whose browser pages may call the gateway; none (CORS off) by default.
+    pub cors_origins: Vec<String>,
+    /// `AIRLINE_WEBHOOK_ALLOW_PRIVATE` (`true`/`false`): let webhook URLs lead to
+    /// loopback, private and link-local addresses (tests and local use only).
+    pub webhook_allow_private: bool,
+    /// `AIRLINE_WEBHOOK_DISABLE_AFTER`: how long a webhook endpoint may keep
+    /// failing before a failure disables it.
+    pub webhook_disable_after: Duration,
 }
+
+/// How webhook deliveries retry unless `AIRLINE_RETRY_NOTIFY_WEBHOOK_DELIVERIES`
+/// says otherwise (`AIRLINE_RETRY` does not apply to them): 5 s doubling up to an
+/// hour, 16 attempts, about six and a half hours in all.
+pub const WEBHOOK_RETRY: RetryPolicy = RetryPolicy {
+    attempts: 16,
+    base: Duration::from_secs(5),
+    cap: Duration::from_secs(3600),
+};
 
 impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -94,6 +112,9 @@ impl std::fmt::Debug for Config {
             .field("dlq_retention", &self.dlq_retention)
             .field("payment_latency", &self.payment_latency)
             .field("payment_failure_rate", &self.payment_failure_rate)
+            .field("cors_origins", &self.cors_origins)
+            .field("webhook_allow_private", &self.webhook_allow_private)
+            .field("webhook_disable_after", &self.webhook_disable_after)
             .finish()
     }
 }
@@ -119,7 +140,10 @@ impl Default for Config {
             outbox_batch: 200,
             fault_steps: BTreeSet::new(),
             retry: RetryPolicy::default(),
-            retry_overrides: BTreeMap::new(),
+            retry_overrides: BTreeMap::from([(
+                "notify.webhook-deliveries".to_owned(),
+                WEBHOOK_RETRY,
+            )]),
             step_deadline: Duration::from_secs(10),
             payment_deadline: Duration::from_secs(30),
             hold_deadline: Duration::from_secs(24 * 3600),
@@ -127,6 +151,9 @@ impl Default for Config {
             dlq_retention: Duration::from_secs(14 * 24 * 3600),
             payment_latency: Duration::ZERO,
             payment_failure_rate: 0.0,
+            cors_origins: Vec::new(),
+            webhook_allow_private: false,
+            webhook_disable_after: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -239,7 +266,7 @@ impl Config {
         for queue in QUEUES {
             let name = retry_variable(queue.name);
             if let Some(v) = lookup(&name) {
-                let policy = RetryPolicy::parse(&v, config.retry)
+                let policy = RetryPolicy::parse(&v, config.retry_for(queue.name))
                     .map_err(|e| invalid_owned(&name, &v, &e))?;
                 config.retry_overrides.insert(queue.name.to_owned(), policy);
             }
@@ -250,6 +277,10 @@ impl Config {
             ("AIRLINE_PAYMENT_LATENCY", &mut config.payment_latency),
             ("AIRLINE_HOLD_DEADLINE", &mut config.hold_deadline),
             ("AIRLINE_DLQ_RETENTION", &mut config.dlq_retention),
+            (
+                "AIRLINE_WEBHOOK_DISABLE_AFTER",
+                &mut config.webhook_disable_after,
+            ),
         ] {
             if let Some(v) = lookup(name) {
                 *slot = crate::retry::parse_duration(&v).map_err(|e| invalid(name, &v, &e))?;
@@ -267,6 +298,33 @@ impl Config {
                         "expected a number from 0 to 1",
                     )
                 })?;
+        }
+        parse_into(
+            &lookup,
+            "AIRLINE_WEBHOOK_ALLOW_PRIVATE",
+            &mut config.webhook_allow_private,
+            "expected true or false",
+        )?;
+        if let Some(v) = lookup("AIRLINE_CORS_ORIGINS") {
+            let origins: Vec<String> = v
+                .split(',')
+                .map(str::trim)
+                .filter(|o| !o.is_empty())
+                .map(str::to_owned)
+                .collect();
+            if let Some(bad) = origins.iter().find(|o| {
+                !(o.starts_with("http://") || o.starts_with("https://"))
+                    || o.trim_start_matches("https://")
+                        .trim_start_matches("http://")
+                        .contains('/')
+            }) {
+                return Err(invalid(
+                    "AIRLINE_CORS_ORIGINS",
+                    bad,
+                    "expected origins such as https://app.example.com, comma-separated",
+                ));
+            }
+            config.cors_origins = origins;
         }
         Ok(config)
     }
@@ -415,6 +473,34 @@ mod tests {
         assert!(err.contains("AIRLINE_PAYMENT_FAILURE_RATE"), "{err}");
         let c = from(&[("AIRLINE_PAYMENT_DEADLINE", "3s")]).expect("valid");
         assert_eq!(c.payment_deadline, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn webhooks_have_their_own_retries_and_settings() {
+        let c = from(&[("AIRLINE_RETRY", "attempts=2")]).expect("valid");
+        assert_eq!(c.retry_for("notify.webhook-deliveries"), WEBHOOK_RETRY);
+        assert!(!c.webhook_allow_private);
+        assert_eq!(c.webhook_disable_after, Duration::from_secs(86_400));
+        let c = from(&[
+            (
+                "AIRLINE_RETRY_NOTIFY_WEBHOOK_DELIVERIES",
+                "base=100ms,cap=1s",
+            ),
+            ("AIRLINE_WEBHOOK_ALLOW_PRIVATE", "true"),
+            ("AIRLINE_WEBHOOK_DISABLE_AFTER", "5m"),
+        ])
+        .expect("valid");
+        let webhooks = c.retry_for("notify.webhook-deliveries");
+        assert_eq!(
+            (webhooks.attempts, webhooks.base),
+            (WEBHOOK_RETRY.attempts, Duration::from_millis(100))
+        );
+        assert!(c.webhook_allow_private);
+        assert_eq!(c.webhook_disable_after, Duration::from_secs(300));
+        let err = from(&[("AIRLINE_WEBHOOK_ALLOW_PRIVATE", "yes")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("AIRLINE_WEBHOOK_ALLOW_PRIVATE="), "{err}");
     }
 
     #[test]

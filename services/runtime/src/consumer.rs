@@ -42,6 +42,8 @@ pub struct Incoming {
     pub traceparent: Option<String>,
     /// Which delivery attempt this is: 1, then one more after each failure.
     pub attempt: u32,
+    /// The `x-request-id` header: the HTTP request the flow began with.
+    pub request_id: Option<String>,
 }
 
 impl Incoming {
@@ -51,6 +53,7 @@ impl Incoming {
         Cause {
             message_id: Some(self.message_id.clone()),
             traceparent: self.traceparent.clone(),
+            request_id: self.request_id.clone(),
         }
     }
 }
@@ -458,6 +461,8 @@ fn decode(queue: &QueueSpec, delivery: &Delivery) -> Result<Incoming, Failure> {
         message,
         traceparent: header_text(props.headers().as_ref(), "traceparent"),
         attempt: previous_failures(delivery) + 1,
+        request_id: header_text(props.headers().as_ref(), outbox::REQUEST_ID_HEADER)
+            .filter(|r| r.len() <= 128),
     })
 }
 
@@ -508,6 +513,7 @@ impl QueueWorker {
             messaging.message.id = %incoming.message_id,
             message_type = %incoming.message.message_type(),
             booking_id = %incoming.message.booking_id(),
+            request_id = incoming.request_id.as_deref().unwrap_or("-"),
             attempt = incoming.attempt,
         );
         async {

@@ -26,6 +26,15 @@ pub mod telemetry;
 pub mod validation;
 
 pub use config::Config;
+
+/// Makes ring the process's TLS crypto provider. The workspace builds reqwest with
+/// `rustls-no-provider` (notify's https webhooks; ring builds faster than the
+/// default aws-lc-rs), and with that feature every reqwest client, plain http ones
+/// included, panics when built before a provider is installed: call this first
+/// in every binary and test that builds one. Calling it again does nothing.
+pub fn install_tls() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
 pub use consumer::{Handler, HandlerError, Incoming, Outcome};
 pub use service::{Handlers, Runtime};
 

@@ -29,6 +29,9 @@ const POLL_INTERVAL: Duration = Duration::from_millis(500);
 /// dispatcher's, on their way out.
 const STALE_AFTER: Duration = Duration::from_secs(1);
 
+/// The AMQP header that carries the HTTP request id from message to message.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
 /// What caused a message: the delivery being handled, for causation and tracing.
 #[derive(Debug, Clone, Default)]
 pub struct Cause {
@@ -36,6 +39,9 @@ pub struct Cause {
     pub message_id: Option<String>,
     /// Its W3C `traceparent`.
     pub traceparent: Option<String>,
+    /// The `x-request-id` of the HTTP request the flow began with, carried from
+    /// message to message.
+    pub request_id: Option<String>,
 }
 
 /// An outbox row, as written: what the dispatcher publishes once it is committed.
@@ -50,6 +56,7 @@ pub struct Pending {
     correlation_id: Option<Uuid>,
     causation_id: Option<String>,
     traceparent: Option<String>,
+    request_id: Option<String>,
     body: Vec<u8>,
 }
 
@@ -57,6 +64,17 @@ impl Pending {
     /// The envelope to publish, as `producer`, under `names`.
     #[must_use]
     pub fn envelope(&self, names: &Names, producer: &str) -> Envelope {
+        let mut properties = properties(
+            &self.message_id.to_string(),
+            &self.message_type,
+            self.correlation_id.map(|c| c.to_string()).as_deref(),
+            producer,
+            self.causation_id.as_deref(),
+            self.traceparent.as_deref(),
+        );
+        if let Some(id) = &self.request_id {
+            properties = crate::broker::with_header(properties, REQUEST_ID_HEADER, id);
+        }
         Envelope {
             // '' is the default exchange (a replay straight to a queue), never prefixed.
             exchange: if self.exchange.is_empty() {
@@ -65,14 +83,7 @@ impl Pending {
                 names.resolve(&self.exchange)
             },
             routing_key: self.routing_key.clone(),
-            properties: properties(
-                &self.message_id.to_string(),
-                &self.message_type,
-                self.correlation_id.map(|c| c.to_string()).as_deref(),
-                producer,
-                self.causation_id.as_deref(),
-                self.traceparent.as_deref(),
-            ),
+            properties,
             body: self.body.clone(),
         }
     }
@@ -106,13 +117,14 @@ pub async fn enqueue(
         correlation_id: Some(booking),
         causation_id: cause.message_id.clone(),
         traceparent: Some(child_traceparent(cause.traceparent.as_deref(), booking)),
+        request_id: cause.request_id.clone(),
         body: message.encode(),
     };
     pending.id = sqlx::query_scalar(
         "INSERT INTO messaging.outbox
              (producer, message_id, exchange, routing_key, message_type, correlation_id,
-              causation_id, traceparent, body)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+              causation_id, traceparent, body, request_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
          RETURNING id",
     )
     .bind(producer)
@@ -124,6 +136,7 @@ pub async fn enqueue(
     .bind(pending.causation_id.as_deref())
     .bind(pending.traceparent.as_deref())
     .bind(&pending.body)
+    .bind(pending.request_id.as_deref())
     .fetch_one(tx)
     .await?;
     Ok(pending)
@@ -290,7 +303,7 @@ pub async fn relay_batch(
     let mut tx = pool.begin().await?;
     let rows = sqlx::query(
         "SELECT id, message_id, exchange, routing_key, message_type, correlation_id,
-                causation_id, traceparent, body
+                causation_id, traceparent, body, request_id
            FROM messaging.outbox
           WHERE producer = $1 AND created_at <= now() - make_interval(secs => $3)
           ORDER BY id
@@ -323,6 +336,7 @@ pub async fn relay_batch(
             correlation_id: correlation,
             causation_id: causation,
             traceparent,
+            request_id: row.try_get("request_id")?,
             body: row.try_get("body")?,
         };
         envelopes.push(pending.envelope(names, producer));

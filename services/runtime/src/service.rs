@@ -309,6 +309,7 @@ where
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
     crate::telemetry::init();
+    crate::install_tls();
     let config = match Config::from_env() {
         Ok(c) => c,
         Err(e) => {

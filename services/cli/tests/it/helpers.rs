@@ -89,15 +89,40 @@ async fn spawn(configure: impl FnOnce(&mut Config), run_services: bool) -> TestA
     let base = format!("http://{}", listener.local_addr().expect("bound"));
     let shutdown = CancellationToken::new();
     let services = run_services.then(|| start_services(&rt, listener, &shutdown));
+    let (_, key) = airline_gateway::auth::create(
+        &rt.pool,
+        &airline_gateway::auth::NewKey {
+            name: "test-admin".into(),
+            scope: airline_gateway::auth::Scope::Admin,
+            rate: 1_000_000,
+            burst: 1_000_000,
+        },
+    )
+    .await
+    .expect("an admin key");
     TestApp {
         base,
-        http: reqwest::Client::new(),
+        http: client_with_key(&key),
         names: rt.names.clone(),
         rt,
         shutdown,
         services,
         database,
     }
+}
+
+/// An HTTP client that sends `key` as `x-api-key` on every request.
+pub fn client_with_key(key: &str) -> reqwest::Client {
+    airline_runtime::install_tls();
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        "x-api-key",
+        reqwest::header::HeaderValue::from_str(key).expect("a key is ASCII"),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("an HTTP client")
 }
 
 fn start_services(
@@ -115,6 +140,29 @@ fn start_services(
 
 #[allow(dead_code)] // used by some test binaries only
 impl TestApp {
+    /// A new key of `scope` with the given limits, and a client that sends it.
+    pub async fn key(
+        &self,
+        name: &str,
+        scope: airline_gateway::auth::Scope,
+        rate: u32,
+        burst: u32,
+    ) -> (String, reqwest::Client) {
+        let (_, key) = airline_gateway::auth::create(
+            &self.rt.pool,
+            &airline_gateway::auth::NewKey {
+                name: name.into(),
+                scope,
+                rate,
+                burst,
+            },
+        )
+        .await
+        .expect("a key");
+        let client = client_with_key(&key);
+        (key, client)
+    }
+
     /// Stops the services, then starts them again on the same database and broker
     /// namespace with `configure` applied to the configuration (e.g. an outage over).
     pub async fn restart_with(&mut self, configure: impl FnOnce(&mut Config)) {

@@ -38,11 +38,36 @@ async fn redeliver_everything(
     plan: &[(i64, &str)],
     messages_expected: usize,
 ) -> BTreeSet<String> {
+    redeliver_after(app, plan, false, messages_expected).await
+}
+
+/// [`redeliver_everything`], cancelling each booking once it has settled when
+/// `cancel` is set.
+async fn redeliver_after(
+    app: &TestApp,
+    plan: &[(i64, &str)],
+    cancel: bool,
+    messages_expected: usize,
+) -> BTreeSet<String> {
     let mut tap = app.tap().await;
     for (seats, token) in plan {
         let flight = app.create_flight(*seats).await;
         let booking = app.book(flight, "cust-dup", token).await;
         app.settled(booking).await;
+        if cancel {
+            let response = app
+                .http
+                .post(app.url(&format!("/v1/bookings/{booking}/cancel")))
+                .send()
+                .await
+                .expect("sent");
+            assert_eq!(response.status(), 202);
+            app.eventually("the cancellation to finish", || async {
+                let b = app.get_json(&format!("/v1/bookings/{booking}")).await;
+                (b["status"] == "CANCELLED").then_some(())
+            })
+            .await;
+        }
     }
     let messages = tap.take(messages_expected).await;
     let deliveries: i64 = messages
@@ -111,6 +136,20 @@ async fn every_message_type_delivered_twice_changes_nothing() {
     .await;
     // confirmation fails after payment: refund, release, failed: 10 messages.
     seen.extend(redeliver_everything(&app, &[(10, "tok_visa")], 10).await);
+    drop(app);
+    let app = spawn_app_with(|c| c.webhook_allow_private = true).await;
+    let mut receiver = crate::webhooks::Receiver::start(0).await;
+    crate::webhooks::register(&app, &receiver.url, &["booking.confirmed"]).await;
+    // confirmed, with a webhook endpoint: 7 messages and one webhook.deliver, which
+    // is POSTed once however often it is delivered.
+    seen.extend(redeliver_everything(&app, &[(10, "tok_visa")], 8).await);
+    assert_eq!(receiver.drain(), 1, "one POST for one event");
+
+    drop(app);
+    let app = spawn_app().await;
+    // confirmed, then cancelled: 7 messages, then cancel, refund, refunded,
+    // release-seat, released, cancelled: 13.
+    seen.extend(redeliver_after(&app, &[(10, "tok_visa")], true, 13).await);
 
     // booking.parked goes to an operators' parking queue that nothing consumes.
     let all: BTreeSet<String> = Message::TYPES

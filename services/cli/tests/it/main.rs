@@ -2,10 +2,13 @@
 //! Each test runs its own system in its own database and broker namespace.
 
 mod audit;
+mod cancel;
 mod dlq;
+mod edge;
 mod failures;
 mod helpers;
 mod http;
 mod idempotency;
 mod poison;
 mod saga;
+mod webhooks;

@@ -132,7 +132,7 @@ async fn a_process_killed_mid_run_loses_nothing_and_doubles_nothing() {
     };
     let database_url = app.rt.config.database_url.clone();
     let prefix = app.rt.config.prefix.clone();
-    let http = reqwest::Client::new();
+    let http = app.http.clone();
 
     let faults = [
         ("AIRLINE_PAYMENT_FAILURE_RATE", "0.2"),
@@ -233,7 +233,7 @@ async fn sigterm_stops_the_system_cleanly() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
         l.local_addr().expect("addr").port()
     };
-    let http = reqwest::Client::new();
+    let http = app.http.clone();
     let mut system = start_system(&app.rt.config.database_url, &app.rt.config.prefix, port);
     until_healthy(&http, &system.base).await;
     app.base.clone_from(&system.base);

@@ -1,0 +1,150 @@
+//! `/v1/webhooks`: an API key's webhook endpoints ([`airline_notify::endpoints`]).
+//! An endpoint belongs to the key that created it and hears about the bookings that
+//! key made; another key's endpoint is answered 404, as if it did not exist. The
+//! signing secret is returned once, by the create answer.
+
+use airline_notify::destination::{self, Refusal, WebhookUrl};
+use airline_notify::endpoints::{self, Endpoint, EventTypes};
+use airline_runtime::validation::FieldError;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Extension, Json, Router};
+use serde_json::{Value, json};
+
+use crate::auth::Caller;
+use crate::routes::{json_body, no_nul, path_uuid};
+use crate::{AppState, Problem};
+
+type Result<T, E = Problem> = std::result::Result<T, E>;
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/webhooks", get(list).post(create))
+        .route("/v1/webhooks/{id}", get(show).delete(remove))
+}
+
+/// The body of `POST /v1/webhooks`, checked: every field at fault is named.
+fn new_endpoint(body: &Value) -> Result<(WebhookUrl, EventTypes)> {
+    if !body.is_object() {
+        return Err(Problem::field("(body)", "must be a JSON object"));
+    }
+    let mut errors = Vec::new();
+    let url = match body.get("url").and_then(Value::as_str) {
+        None => {
+            errors.push(FieldError::new(
+                "url",
+                "must be a string (an http or https URL)",
+            ));
+            None
+        }
+        Some(raw) => {
+            no_nul("url", raw)?;
+            WebhookUrl::parse(raw)
+                .map_err(|e| errors.push(FieldError::new("url", e.to_string())))
+                .ok()
+        }
+    };
+    let events = EventTypes::parse(body.get("events").unwrap_or(&Value::Null))
+        .map_err(|reason| errors.push(FieldError::new("events", reason)))
+        .ok();
+    match (url, events) {
+        (Some(url), Some(events)) if errors.is_empty() => Ok((url, events)),
+        _ => Err(Problem::invalid(errors)),
+    }
+}
+
+async fn create(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response> {
+    let body = json_body(&headers, body)?;
+    let (url, events) = new_endpoint(&body)?;
+    destination::vet(&url, s.rt.config.webhook_allow_private)
+        .await
+        .map_err(|refusal: Refusal| Problem::unprocessable("url", refusal.to_string()))?;
+    let (endpoint, secret) = endpoints::create(&s.rt.pool, caller.key_id, &url, &events).await?;
+    tracing::info!(endpoint = %endpoint.id, key = %caller.name, "webhook endpoint created");
+    let mut body = shown(&endpoint)?;
+    body["secret"] = json!(secret.expose());
+    let mut response = (StatusCode::CREATED, Json(body)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("/v1/webhooks/{}", endpoint.id)) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(response)
+}
+
+fn shown(endpoint: &Endpoint) -> Result<Value> {
+    serde_json::to_value(endpoint).map_err(|e| Problem::internal(&e.into()))
+}
+
+async fn list(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<Value>> {
+    let items = endpoints::list(&s.rt.pool, caller.key_id).await?;
+    Ok(Json(json!({ "items": items })))
+}
+
+async fn show(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<Endpoint>> {
+    let id = path_uuid("id", &id)?;
+    endpoints::get(&s.rt.pool, caller.key_id, id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| Problem::not_found(format!("no webhook endpoint {id}")))
+}
+
+async fn remove(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
+    let id = path_uuid("id", &id)?;
+    if endpoints::delete(&s.rt.pool, caller.key_id, id).await? {
+        tracing::info!(endpoint = %id, key = %caller.name, "webhook endpoint deleted");
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(Problem::not_found(format!("no webhook endpoint {id}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(p: Problem) -> String {
+        format!("{p:?}")
+    }
+
+    #[test]
+    fn every_field_at_fault_is_named() {
+        assert!(
+            new_endpoint(&json!({"url": "https://example.com/h", "events": ["booking.confirmed"]}))
+                .is_ok()
+        );
+        let both = names(
+            new_endpoint(&json!({"url": "ftp://x/", "events": ["seat.sold"]}))
+                .expect_err("refused"),
+        );
+        assert!(
+            both.contains("\"url\"") && both.contains("\"events\""),
+            "{both}"
+        );
+        let missing = names(new_endpoint(&json!({})).expect_err("refused"));
+        assert!(
+            missing.contains("\"url\"") && missing.contains("\"events\""),
+            "{missing}"
+        );
+        let body = names(new_endpoint(&json!([1])).expect_err("refused"));
+        assert!(body.contains("(body)"), "{body}");
+    }
+}
