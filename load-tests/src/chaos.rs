@@ -406,6 +406,8 @@ async fn run_inside(
     }
     let pool = airline_runtime::db::connect(database_url, 4).await?;
     let (open, full) = crate::targets::create_flights(&pool, 4, 10_000, 1).await?;
+    let key = crate::keys::key_for_run(&pool, None).await?;
+    let client = crate::keys::client(&key, Some(Duration::from_secs(10)))?;
     let gateway = format!("http://127.0.0.1:{}", settings.base_port);
     eprintln!(
         "chaos: {} bookings/s for {:.0} s on {database} / {prefix}",

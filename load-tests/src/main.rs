@@ -3,6 +3,7 @@
 
 mod chaos;
 mod hostile;
+mod keys;
 mod report;
 mod run;
 mod stats;
@@ -36,7 +37,8 @@ enum Mode {
     Amqp(RunArgs),
     /// POST /v1/bookings through the gateway.
     Http(RunArgs),
-    /// GET /v1/flights searches through the gateway (request latency).
+    /// GET /v1/flights searches through the gateway (request latency; with a
+    /// rate-limited --api-key, answers over the limit (429) count as failed).
     Search(RunArgs),
     /// This machine's ceiling: a chain of raw hops (publish with confirm, consume,
     /// one small transaction, publish the next, ack) as long as a booking's critical
@@ -142,6 +144,10 @@ struct Connection {
         default_value = "http://127.0.0.1:8080"
     )]
     gateway_url: String,
+    /// The API key for http and search modes [env: AIRLINE_API_KEY]; without one, the
+    /// run creates an admin key with no practical rate limit in the database.
+    #[arg(long, env = "AIRLINE_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
     /// The system's name prefix [env: AIRLINE_PREFIX]
     #[arg(long, env = "AIRLINE_PREFIX", default_value = "airline.")]
     prefix: String,
@@ -240,6 +246,7 @@ fn validate(a: &RunArgs) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
+    airline_runtime::install_tls();
     let cli = Cli::parse();
     let checked = match &cli.mode {
         Mode::Amqp(a) | Mode::Http(a) | Mode::Search(a) | Mode::Baseline(a) => validate(a),
@@ -434,7 +441,8 @@ async fn execute(mode: &str, args: &RunArgs) -> anyhow::Result<(Summary, Vec<Str
             if mode == "search" {
                 // Each answer is its own outcome.
                 let (answered, outcomes) = tokio::sync::mpsc::unbounded_channel();
-                let client = reqwest::Client::new();
+                let key = keys::key_for_run(&pool, c.api_key.clone()).await?;
+                let client = keys::client(&key, None)?;
                 let target: Arc<dyn Target> = Arc::new(targets::Search {
                     client,
                     base,
@@ -449,8 +457,9 @@ async fn execute(mode: &str, args: &RunArgs) -> anyhow::Result<(Summary, Vec<Str
                 )
                 .await?;
                 let target: Arc<dyn Target> = if mode == "http" {
+                    let key = keys::key_for_run(&pool, c.api_key.clone()).await?;
                     Arc::new(Http {
-                        client: reqwest::Client::new(),
+                        client: keys::client(&key, None)?,
                         base,
                         mix,
                     })
