@@ -17,6 +17,13 @@ use sqlx::Row;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+/// The retry policy of a test system unless its test sets another: the default's
+/// four attempts, at one short delay. Each distinct delay is a retry queue per work
+/// queue, so a single delay keeps each test's broker namespace small (the
+/// default's three delays and the webhooks' eleven would add about 45 queues to
+/// every test system, created and deleted again a few seconds later).
+pub const TEST_RETRY: &str = "attempts=4,base=200ms,cap=200ms";
+
 /// How long a test waits for the system to reach a state before failing.
 pub const PATIENCE: Duration = Duration::from_secs(60);
 
@@ -76,6 +83,9 @@ async fn spawn(configure: impl FnOnce(&mut Config), run_services: bool) -> TestA
         database_url: database_url(&database),
         prefix: format!("test.{}.", &id[..12]),
         db_pool: 12,
+        retry: airline_runtime::retry::RetryPolicy::parse(TEST_RETRY, Default::default())
+            .expect("a policy"),
+        retry_overrides: Default::default(),
         ..Config::default()
     };
     configure(&mut config);
@@ -194,6 +204,8 @@ impl TestApp {
             .env("AMQP_URL", &self.rt.config.amqp_url)
             .env("AIRLINE_PREFIX", self.names.prefix())
             .env("RUST_LOG", "warn")
+            .env("AIRLINE_RETRY", TEST_RETRY)
+            .env("AIRLINE_RETRY_NOTIFY_WEBHOOK_DELIVERIES", TEST_RETRY)
             .envs(env.iter().copied())
             .output()
             .expect("airline runs");
@@ -209,7 +221,16 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
         let mut queues = airline_runtime::broker::declared_queues(&self.names, &self.rt.config);
-        // `airline` run as a subprocess (`cli`) declares the default retry tiers.
+        // `airline` run as a subprocess (`cli`) declares the tiers of TEST_RETRY,
+        // whatever policy this test's system has.
+        let cli = Config {
+            retry: airline_runtime::retry::RetryPolicy::parse(TEST_RETRY, Default::default())
+                .expect("a policy"),
+            retry_overrides: Default::default(),
+            ..Config::default()
+        };
+        queues.extend(airline_runtime::broker::declared_queues(&self.names, &cli));
+        // Systems run as processes (the outage tests) declare the default tiers.
         queues.extend(airline_runtime::broker::declared_queues(
             &self.names,
             &Config::default(),
