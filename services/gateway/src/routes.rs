@@ -583,7 +583,7 @@ async fn check_in(
 ) -> Result<Json<BookingView>> {
     let id = path_uuid("id", &id)?;
     owned(&s, &caller, id).await?;
-    let Some(view) = views::get(&s.rt.pool, id).await? else {
+    let Some(view) = view_of(&s, id).await? else {
         return Err(Problem::not_found(format!("no booking {id}")));
     };
     if view.status != "CONFIRMED" {
@@ -613,12 +613,33 @@ async fn check_in(
         .ok_or_else(|| Problem::not_found(format!("no booking {id}")))
 }
 
+/// A booking as its saga shows it, except that a CONFIRMED booking whose
+/// cancellation the gateway has accepted reads CANCELLING at once, as the 202 said,
+/// before the saga has taken the `booking.cancel` command.
+async fn view_of(s: &AppState, id: Uuid) -> Result<Option<BookingView>> {
+    let Some(mut view) = views::get(&s.rt.pool, id).await? else {
+        return Ok(None);
+    };
+    if view.status == "CONFIRMED" {
+        let requested: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM gateway.cancel_requests WHERE booking_id = $1)",
+        )
+        .bind(id)
+        .fetch_one(&s.rt.pool)
+        .await?;
+        if requested {
+            "CANCELLING".clone_into(&mut view.status);
+        }
+    }
+    Ok(Some(view))
+}
+
 async fn get_booking(
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<BookingView>> {
     let id = path_uuid("id", &id)?;
-    if let Some(view) = views::get(&s.rt.pool, id).await? {
+    if let Some(view) = view_of(&s, id).await? {
         return Ok(Json(view));
     }
     let row: Option<(String, Uuid, OffsetDateTime)> = sqlx::query_as(
@@ -662,7 +683,7 @@ async fn list_bookings(
     // not started yet (they read PENDING), newest first.
     let sql = format!(
         "SELECT * FROM (
-             SELECT {cols} FROM booking.bookings WHERE customer_id = $1
+             SELECT {cols} FROM booking.bookings b WHERE customer_id = $1
              UNION ALL
              SELECT r.id, 'REQUESTED' AS state, r.outbound_flight_id, r.customer_id, NULL, NULL, false,
                     r.created_at, r.created_at
@@ -678,7 +699,15 @@ async fn list_bookings(
            AND ($3::uuid IS NULL OR id < $3)
          ORDER BY id DESC
          LIMIT $4",
-        cols = views::VIEW_COLUMNS
+        // A CONFIRMED booking whose cancellation was accepted reads CANCELLING, as
+        // in view_of.
+        cols = views::VIEW_COLUMNS.replacen(
+            "state",
+            "CASE WHEN b.state = 'CONFIRMED' AND EXISTS (
+                      SELECT 1 FROM gateway.cancel_requests c WHERE c.booking_id = b.id)
+                  THEN 'CANCEL_REFUNDING' ELSE b.state END AS state",
+            1
+        )
     );
     let rows = sqlx::query(&sql)
         .bind(customer_id)

@@ -70,6 +70,17 @@ async fn a_confirmed_booking_is_cancelled_refunded_released_and_its_points_revok
     );
     let body: Value = response.json().await.expect("json");
     assert_eq!(body["status"], "CANCELLING");
+    // From the 202 on, a reader never sees it CONFIRMED again.
+    let now = app.get_json(&format!("/v1/bookings/{booking}")).await;
+    assert!(
+        now["status"] == "CANCELLING" || now["status"] == "CANCELLED",
+        "{now}"
+    );
+    let listed = app
+        .get_json("/v1/bookings?customerId=cust-cancel&status=CONFIRMED")
+        .await;
+    let still_confirmed = listed["items"].as_array().map_or(0, Vec::len);
+    assert_eq!(still_confirmed, 0, "{listed}");
 
     let cancelled = status_becomes(&app, booking, "CANCELLED").await;
     assert_eq!(cancelled["failureReason"], Value::Null);
