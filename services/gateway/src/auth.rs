@@ -21,7 +21,6 @@ use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use sqlx::{PgExecutor, Row};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -122,8 +121,7 @@ pub enum KeyError {
 }
 
 fn hash(key: &str) -> String {
-    let digest = Sha256::digest(key.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    airline_runtime::sha256_hex(&[key.as_bytes()])
 }
 
 fn new_secret() -> String {
@@ -200,13 +198,14 @@ pub async fn list(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<KeyInfo>> {
     .await?
     .iter()
     .map(|r| {
+        let key = caller_of(r)?;
         Ok(KeyInfo {
-            id: r.try_get("id")?,
-            name: r.try_get("name")?,
+            id: key.key_id,
+            name: key.name,
             prefix: r.try_get("prefix")?,
-            scope: Scope::parse(r.try_get("scope")?).unwrap_or(Scope::Client),
-            rate: u32::try_from(r.try_get::<i32, _>("rate")?).unwrap_or(1),
-            burst: u32::try_from(r.try_get::<i32, _>("burst")?).unwrap_or(1),
+            scope: key.scope,
+            rate: key.rate,
+            burst: key.burst,
             created_at: r.try_get("created_at")?,
             revoked_at: r.try_get("revoked_at")?,
         })
@@ -239,16 +238,18 @@ async fn lookup(db: impl PgExecutor<'_>, key: &str) -> sqlx::Result<Option<Calle
     .bind(hash(key))
     .fetch_optional(db)
     .await?;
-    row.map(|r| {
-        Ok(Caller {
-            key_id: r.try_get("id")?,
-            name: r.try_get("name")?,
-            scope: Scope::parse(r.try_get("scope")?).unwrap_or(Scope::Client),
-            rate: u32::try_from(r.try_get::<i32, _>("rate")?).unwrap_or(1),
-            burst: u32::try_from(r.try_get::<i32, _>("burst")?).unwrap_or(1),
-        })
+    row.as_ref().map(caller_of).transpose()
+}
+
+/// A key's identity and limits from a row of `gateway.api_keys`.
+fn caller_of(r: &sqlx::postgres::PgRow) -> sqlx::Result<Caller> {
+    Ok(Caller {
+        key_id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        scope: Scope::parse(r.try_get("scope")?).unwrap_or(Scope::Client),
+        rate: u32::try_from(r.try_get::<i32, _>("rate")?).unwrap_or(1),
+        burst: u32::try_from(r.try_get::<i32, _>("burst")?).unwrap_or(1),
     })
-    .transpose()
 }
 
 /// A token bucket: `burst` tokens at most, refilled at `rate` per second; a

@@ -456,13 +456,11 @@ async fn claim(
 
 /// A SHA-256 of the request's fields: compares bodies without keeping the card token.
 fn fingerprint(fields: &[&str]) -> String {
-    use sha2::{Digest, Sha256};
-    let mut hash = Sha256::new();
-    for f in fields {
-        hash.update(f.as_bytes());
-        hash.update([0]);
-    }
-    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    // Each field followed by a NUL, as stored fingerprints were made: the empty
+    // last part adds the final separator.
+    let mut parts: Vec<&[u8]> = fields.iter().map(|f| f.as_bytes()).collect();
+    parts.push(b"");
+    airline_runtime::sha256_hex(&parts)
 }
 
 /// Whether `caller` may change booking `id`: its own bookings, or any with an

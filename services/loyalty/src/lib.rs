@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use airline_contracts::Message;
-use airline_contracts::messages::{BookingCancelled, LoyaltyAwarded};
+use airline_contracts::messages::LoyaltyAwarded;
 use airline_contracts::topology::queues_of;
 use airline_runtime::{Handler, HandlerError, Handlers, Incoming, Runtime, async_trait};
 use serde::Serialize;
@@ -129,8 +129,12 @@ impl Handler for AwardPoints {
     ) -> Result<Vec<Message>, HandlerError> {
         let confirmed = match &msg.message {
             Message::BookingConfirmed(confirmed) => confirmed,
-            Message::BookingCancelled(cancelled) => {
-                revoke(tx, cancelled).await?;
+            // The revocation takes back the ticket price, which is what the award
+            // credited, so the two cancel out in whichever order they arrive.
+            Message::BookingCancelled(c) => {
+                if record(tx, c.booking_id, &c.customer_id, c.ticket_price, "revoke").await? {
+                    tracing::info!(points = c.ticket_price, "points revoked");
+                }
                 return Ok(Vec::new());
             }
             _ => {
@@ -139,18 +143,12 @@ impl Handler for AwardPoints {
                 ));
             }
         };
-        let inserted = sqlx::query(
-            "INSERT INTO loyalty.ledger (booking_id, customer_id, points, kind)
-             VALUES ($1, $2, $3, 'award') ON CONFLICT (booking_id, kind) DO NOTHING",
-        )
-        .bind(confirmed.booking_id)
-        .bind(&confirmed.customer_id)
-        .bind(confirmed.ticket_price)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if !inserted {
+        let (booking, customer, points) = (
+            confirmed.booking_id,
+            &confirmed.customer_id,
+            confirmed.ticket_price,
+        );
+        if !record(tx, booking, customer, points, "award").await? {
             return Ok(Vec::new());
         }
         let total = balance(&mut *tx, &confirmed.customer_id).await?;
@@ -164,24 +162,27 @@ impl Handler for AwardPoints {
     }
 }
 
-/// Takes back a cancelled booking's points as a ledger row of its own (kind
-/// `revoke`), once per booking. It revokes the ticket price, which is what the
-/// award credited, so the two cancel out in whichever order they arrive.
-async fn revoke(tx: &mut PgConnection, cancelled: &BookingCancelled) -> sqlx::Result<()> {
-    let inserted = sqlx::query(
+/// Writes a booking's ledger row of `kind` (`award` or `revoke`), once per booking
+/// and kind; returns whether it was new.
+async fn record(
+    tx: &mut PgConnection,
+    booking_id: sqlx::types::Uuid,
+    customer_id: &str,
+    points: i64,
+    kind: &str,
+) -> sqlx::Result<bool> {
+    Ok(sqlx::query(
         "INSERT INTO loyalty.ledger (booking_id, customer_id, points, kind)
-         VALUES ($1, $2, $3, 'revoke') ON CONFLICT (booking_id, kind) DO NOTHING",
+         VALUES ($1, $2, $3, $4) ON CONFLICT (booking_id, kind) DO NOTHING",
     )
-    .bind(cancelled.booking_id)
-    .bind(&cancelled.customer_id)
-    .bind(cancelled.ticket_price)
+    .bind(booking_id)
+    .bind(customer_id)
+    .bind(points)
+    .bind(kind)
     .execute(&mut *tx)
     .await?
-    .rows_affected();
-    if inserted == 1 {
-        tracing::info!(points = cancelled.ticket_price, "points revoked");
-    }
-    Ok(())
+    .rows_affected()
+        == 1)
 }
 
 #[cfg(test)]

@@ -26,7 +26,6 @@ use lapin::options::{BasicAckOptions, BasicGetOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use serde::Serialize;
 use serde_json::{Value, json};
-use sha2::{Digest as _, Sha256};
 use sqlx::{PgPool, Row};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -263,26 +262,10 @@ pub fn normalise(error: &str) -> String {
     out
 }
 
-/// The hex SHA-256 of `parts`, separated by NUL bytes.
-fn sha256_hex(parts: &[&[u8]]) -> String {
-    let mut h = Sha256::new();
-    for (i, p) in parts.iter().enumerate() {
-        if i > 0 {
-            h.update([0]);
-        }
-        h.update(p);
-    }
-    let mut s = String::with_capacity(64);
-    for b in h.finalize() {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
-}
-
 /// The group of a failure: message type, error kind and normalised error text.
 #[must_use]
 pub fn group_of(message_type: Option<&str>, kind: &str, error: &str) -> String {
-    let mut hash = sha256_hex(&[
+    let mut hash = crate::sha256_hex(&[
         message_type.unwrap_or("").as_bytes(),
         kind.as_bytes(),
         normalise(error).as_bytes(),
@@ -299,7 +282,7 @@ pub fn drain_key(queue: &str, properties: &Value, headers: &Value, body: &[u8]) 
     if let Some(h) = headers.as_object_mut() {
         h.remove("x-delivery-count");
     }
-    sha256_hex(&[
+    crate::sha256_hex(&[
         queue.as_bytes(),
         properties.to_string().as_bytes(),
         headers.to_string().as_bytes(),

@@ -27,6 +27,26 @@ pub mod validation;
 
 pub use config::Config;
 
+/// The hex SHA-256 of `parts`, separated by NUL bytes (ids of dead-letter groups,
+/// drain keys, API keys, request fingerprints).
+#[must_use]
+pub fn sha256_hex(parts: &[&[u8]]) -> String {
+    use sha2::{Digest as _, Sha256};
+    use std::fmt::Write as _;
+    let mut h = Sha256::new();
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            h.update([0]);
+        }
+        h.update(p);
+    }
+    let mut s = String::with_capacity(64);
+    for b in h.finalize() {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
 /// Makes ring the process's TLS crypto provider. The workspace builds reqwest with
 /// `rustls-no-provider` (notify's https webhooks; ring builds faster than the
 /// default aws-lc-rs), and with that feature every reqwest client, plain http ones

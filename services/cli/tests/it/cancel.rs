@@ -41,12 +41,7 @@ async fn ledger(app: &TestApp, booking: Uuid) -> Vec<(String, i64)> {
 }
 
 async fn detail(response: reqwest::Response, status: u16) -> String {
-    assert_eq!(response.status(), status);
-    assert_eq!(
-        response.headers()["content-type"],
-        "application/problem+json"
-    );
-    let p: Value = response.json().await.expect("problem");
+    let p = crate::helpers::problem(response, status).await;
     p["detail"].as_str().unwrap_or_default().to_owned()
 }
 

@@ -6,14 +6,10 @@ use serde_json::Value;
 
 use crate::helpers::{client_with_key, spawn_app};
 
+/// A problem+json answer that also carries its request id.
 async fn problem(response: reqwest::Response, status: u16) -> Value {
-    assert_eq!(response.status(), status);
-    assert_eq!(
-        response.headers()["content-type"],
-        "application/problem+json"
-    );
     assert!(response.headers().contains_key("x-request-id"));
-    response.json().await.expect("problem body")
+    crate::helpers::problem(response, status).await
 }
 
 #[tokio::test]

@@ -121,6 +121,20 @@ async fn spawn(configure: impl FnOnce(&mut Config), run_services: bool) -> TestA
     }
 }
 
+/// Checks that `response` is a problem+json answer with `status`; returns its body.
+#[allow(dead_code)] // used by some test binaries only
+pub async fn problem(response: reqwest::Response, status: u16) -> Value {
+    assert_eq!(response.status(), status);
+    assert_eq!(
+        response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/problem+json")
+    );
+    response.json().await.expect("problem body")
+}
+
 /// An HTTP client that sends `key` as `x-api-key` on every request.
 pub fn client_with_key(key: &str) -> reqwest::Client {
     airline_runtime::install_tls();

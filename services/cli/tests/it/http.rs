@@ -3,19 +3,7 @@
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, flight_body, spawn_app};
-
-async fn problem(response: reqwest::Response, status: u16) -> Value {
-    assert_eq!(response.status(), status);
-    assert_eq!(
-        response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok()),
-        Some("application/problem+json")
-    );
-    response.json().await.expect("problem body")
-}
+use crate::helpers::{TestApp, flight_body, problem, spawn_app};
 
 fn names_field(problem: &Value, field: &str) -> bool {
     problem["invalidParams"]

@@ -157,15 +157,7 @@ pub(crate) async fn register(app: &TestApp, url: &str, events: &[&str]) -> (Uuid
 }
 
 async fn problem(response: reqwest::Response, status: u16, field: &str) -> Value {
-    assert_eq!(response.status(), status);
-    assert_eq!(
-        response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok()),
-        Some("application/problem+json")
-    );
-    let body: Value = response.json().await.expect("problem body");
+    let body = crate::helpers::problem(response, status).await;
     assert!(
         body["invalidParams"]
             .as_array()
