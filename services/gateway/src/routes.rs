@@ -369,7 +369,8 @@ async fn create_booking(
     .bind(caller.key_id)
     .execute(&mut *tx)
     .await?;
-    let pending = outbox::enqueue(&mut tx, "gateway", &request_id.cause(), &message).await?;
+    let pending =
+        outbox::enqueue(&mut tx, crate::SERVICE.name, &request_id.cause(), &message).await?;
     tx.commit().await?;
     // Durable from here: answer now, publish right behind the answer.
     let dispatcher = s.dispatcher.clone();
@@ -542,7 +543,8 @@ async fn cancel(
         booking_id: id,
         requested_at: OffsetDateTime::now_utc(),
     });
-    let pending = outbox::enqueue(&mut tx, "gateway", &request_id.cause(), &message).await?;
+    let pending =
+        outbox::enqueue(&mut tx, crate::SERVICE.name, &request_id.cause(), &message).await?;
     tx.commit().await?;
     let dispatcher = s.dispatcher.clone();
     tokio::spawn(async move { dispatcher.dispatch(&[pending]).await });

@@ -10,6 +10,8 @@
 //!   relay publishes the outbox; undecodable or refused messages are dead-lettered
 //!   with their reason;
 //! - [`dead_letters`]: the dead-letter store operators drain, replay and discard;
+//! - [`descriptor`]: a service as one value (name, migrations, consumers, jobs,
+//!   gauges), which every binary, `airline up`, the metrics and the chaos run read;
 //! - [`service`]: starting and stopping a service, `/healthz`, and the `main` of the
 //!   worker binaries.
 
@@ -18,6 +20,7 @@ pub mod config;
 pub mod consumer;
 pub mod db;
 pub mod dead_letters;
+pub mod descriptor;
 pub mod metrics;
 pub mod outbox;
 pub mod retry;
@@ -56,7 +59,8 @@ pub fn install_tls() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 pub use consumer::{Handler, HandlerError, Incoming, Outcome};
-pub use service::{Handlers, Runtime};
+pub use descriptor::{Consumer, Gauge, Service};
+pub use service::Runtime;
 
 /// Re-exported so that services implement [`Handler`] with the same macro.
 pub use async_trait::async_trait;

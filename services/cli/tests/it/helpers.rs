@@ -89,10 +89,9 @@ async fn spawn(configure: impl FnOnce(&mut Config), run_services: bool) -> TestA
         ..Config::default()
     };
     configure(&mut config);
-    let rt = Runtime::start(config, "airline-test")
+    let rt = Runtime::start(config, "airline-test", airline::SERVICES)
         .await
         .expect("system starts");
-    airline::migrate_all(&rt).await.expect("migrations run");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("a free port");
@@ -196,7 +195,7 @@ impl TestApp {
         }
         let mut config = self.rt.config.clone();
         configure(&mut config);
-        let rt = Runtime::start(config, "airline-test")
+        let rt = Runtime::start(config, "airline-test", airline::SERVICES)
             .await
             .expect("system starts again");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

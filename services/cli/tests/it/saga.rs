@@ -255,7 +255,7 @@ async fn two_copies_of_the_workers_share_the_queues() {
     let app = spawn_app().await;
     let mut config = app.rt.config.clone();
     config.http_addr = "127.0.0.1:0".parse().expect("addr");
-    let second = airline_runtime::Runtime::start(config, "airline-test-2")
+    let second = airline_runtime::Runtime::start(config, "airline-test-2", airline::SERVICES)
         .await
         .expect("second copy");
     let stop = tokio_util::sync::CancellationToken::new();
