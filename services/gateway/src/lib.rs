@@ -132,13 +132,8 @@ pub async fn run(
         airline_runtime::service::start_outbox(rt, SERVICE.name, &tasks, &relay_stop).await?;
     // Replays an operator committed but did not get out (a crashed `airline dlq
     // replay`, or a replay over HTTP cut short).
-    airline_runtime::service::start_relay(
-        rt,
-        airline_runtime::dead_letters::OPERATOR,
-        &tasks,
-        &relay_stop,
-    )
-    .await?;
+    airline_runtime::service::start_relay(rt, airline_dead_letters::OPERATOR, &tasks, &relay_stop)
+        .await?;
     tasks.spawn(forget_idempotency_keys(rt.pool.clone(), relay_stop.clone()));
     tasks.spawn(airline_runtime::db::maintain(
         rt.pool.clone(),

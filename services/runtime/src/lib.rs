@@ -9,9 +9,10 @@
 //!   messages commit in one transaction; the delivery is acked after the commit; a
 //!   relay publishes the outbox; undecodable or refused messages are dead-lettered
 //!   with their reason;
-//! - [`dead_letters`]: the dead-letter store operators drain, replay and discard;
 //! - [`descriptor`]: a service as one value (name, migrations, consumers, jobs,
 //!   gauges), which every binary, `airline up`, the metrics and the chaos run read;
+//! - [`Refusal`]: the caller's mistake (exit status 2), as opposed to a failure of
+//!   the database or broker;
 //! - [`service`]: starting and stopping a service, `/healthz`, and the `main` of the
 //!   worker binaries.
 
@@ -19,16 +20,17 @@ pub mod broker;
 pub mod config;
 pub mod consumer;
 pub mod db;
-pub mod dead_letters;
 pub mod descriptor;
 pub mod metrics;
 pub mod outbox;
+mod refusal;
 pub mod retry;
 pub mod service;
 pub mod telemetry;
 pub mod validation;
 
 pub use config::Config;
+pub use refusal::Refusal;
 
 /// The hex SHA-256 of `parts`, separated by NUL bytes (ids of dead-letter groups,
 /// drain keys, API keys, request fingerprints).

@@ -217,16 +217,27 @@ impl Metrics {
                 }
             }
         }
-        if let Ok(counts) = crate::dead_letters::counts(&rt.pool).await {
+        // The table is the messaging schema's; the store's tools (airline-dead-letters)
+        // are not linked here. Every status of a queue is reported, zeros included.
+        let dead_letters: Result<Vec<(String, i64, i64, i64)>, _> = sqlx::query_as(
+            "SELECT queue,
+                    count(*) FILTER (WHERE status = 'stored'),
+                    count(*) FILTER (WHERE status = 'replayed'),
+                    count(*) FILTER (WHERE status = 'discarded')
+               FROM messaging.dead_letters GROUP BY queue",
+        )
+        .fetch_all(&rt.pool)
+        .await;
+        if let Ok(rows) = dead_letters {
             self.dead_letters.reset();
-            for c in counts {
+            for (queue, stored, replayed, discarded) in rows {
                 for (status, n) in [
-                    ("stored", c.stored),
-                    ("replayed", c.replayed),
-                    ("discarded", c.discarded),
+                    ("stored", stored),
+                    ("replayed", replayed),
+                    ("discarded", discarded),
                 ] {
                     self.dead_letters
-                        .with_label_values(&[&c.queue, status])
+                        .with_label_values(&[&queue, status])
                         .set(n);
                 }
             }

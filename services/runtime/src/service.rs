@@ -361,7 +361,7 @@ where
         Err(e) => {
             eprintln!("{process}: {e:#}");
             // A refused request (a bad id, a bad edit) is the caller's mistake.
-            if e.downcast_ref::<crate::dead_letters::Refusal>().is_some() {
+            if e.downcast_ref::<crate::Refusal>().is_some() {
                 ExitCode::from(2)
             } else {
                 ExitCode::FAILURE
