@@ -48,9 +48,9 @@ impl Deadlines {
     #[must_use]
     pub fn of(config: &airline_runtime::Config) -> Self {
         Self {
-            step: config.step_deadline,
-            payment: config.payment_deadline,
-            hold: config.hold_deadline,
+            step: config.saga.step_deadline,
+            payment: config.saga.payment_deadline,
+            hold: config.saga.hold_deadline,
         }
     }
 
@@ -73,8 +73,12 @@ impl Deadlines {
 #[must_use]
 pub fn handlers(rt: &Runtime) -> Handlers {
     let steps = LocalSteps {
-        reserve_booking_fails: rt.config.fails("reserve-booking"),
-        confirm_booking_fails: rt.config.fails("confirm-booking"),
+        reserve_booking_fails: rt
+            .config
+            .fails(airline_runtime::config::FaultStep::ReserveBooking),
+        confirm_booking_fails: rt
+            .config
+            .fails(airline_runtime::config::FaultStep::ConfirmBooking),
     };
     let deadlines = Deadlines::of(&rt.config);
     queues_of("booking")
@@ -414,8 +418,12 @@ async fn sweep_deadlines(
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     let steps = LocalSteps {
-        reserve_booking_fails: rt.config.fails("reserve-booking"),
-        confirm_booking_fails: rt.config.fails("confirm-booking"),
+        reserve_booking_fails: rt
+            .config
+            .fails(airline_runtime::config::FaultStep::ReserveBooking),
+        confirm_booking_fails: rt
+            .config
+            .fails(airline_runtime::config::FaultStep::ConfirmBooking),
     };
     let deadlines = Deadlines::of(&rt.config);
     let mut broker_down_since: Option<tokio::time::Instant> = None;

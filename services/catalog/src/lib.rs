@@ -20,13 +20,17 @@ pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 /// The catalog's consumers.
 #[must_use]
 pub fn handlers(rt: &Runtime) -> Handlers {
-    let fail_reserve = rt.config.fails("reserve-seat");
+    let fail_reserve = rt
+        .config
+        .fails(airline_runtime::config::FaultStep::ReserveSeat);
     queues_of("catalog")
         .map(|q| {
             let handler: Arc<dyn airline_runtime::Handler> = match q.name {
                 "flight.reserve-seat" => Arc::new(seats::ReserveSeatHandler { fail: fail_reserve }),
                 _ => Arc::new(seats::ReleaseSeatHandler {
-                    fail: rt.config.fails("release-seat"),
+                    fail: rt
+                        .config
+                        .fails(airline_runtime::config::FaultStep::ReleaseSeat),
                 }),
             };
             (q, handler)

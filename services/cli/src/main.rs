@@ -169,7 +169,7 @@ fn main() -> ExitCode {
                         "demo flights present (a1000000-0000-4000-8000-00000000000N)"
                     );
                 }
-                tracing::info!(addr = %rt.config.http_addr, "airline is up: gateway and five workers; Ctrl-C to stop");
+                tracing::info!(addr = %rt.config.http.addr, "airline is up: gateway and five workers; Ctrl-C to stop");
                 airline::run_all(&rt, listener, shutdown).await?;
                 tracing::info!("stopped");
             }

@@ -44,8 +44,8 @@ pub fn handlers(rt: &Runtime) -> Handlers {
     let deliver: Arc<dyn Handler> = Arc::new(
         delivery::DeliverWebhooks::new(
             &rt.pool,
-            rt.config.webhook_allow_private,
-            rt.config.webhook_disable_after,
+            rt.config.webhooks.allow_private,
+            rt.config.webhooks.disable_after,
         )
         .expect("the webhook delivery client builds"),
     );

@@ -49,10 +49,10 @@ impl Runtime {
     /// # Errors
     /// One line naming what is unreachable.
     pub async fn start(config: Config, process_name: &str) -> anyhow::Result<Self> {
-        let pool = db::connect(&config.database_url, config.db_pool).await?;
+        let pool = db::connect(&config.database.url, config.database.pool).await?;
         db::migrate(&pool, "messaging", &db::MESSAGING_MIGRATIONS).await?;
-        let broker = broker::Broker::connect(&config.amqp_url, process_name).await?;
-        let names = Names::new(config.prefix.clone());
+        let broker = broker::Broker::connect(&config.broker.url, process_name).await?;
+        let names = Names::new(config.broker.prefix.clone());
         let channel = broker.create_channel().await?;
         broker::declare_topology(&channel, &names, &config).await?;
         let _ = channel.close(200, "topology declared".into()).await;
@@ -139,7 +139,7 @@ pub async fn start_relay(
         publisher,
         rt.names.clone(),
         producer.to_owned(),
-        rt.config.outbox_batch,
+        rt.config.outbox.batch,
         Arc::clone(&signal),
         shutdown.clone(),
     ));
@@ -172,7 +172,7 @@ pub async fn run_worker(
         pool: rt.pool.clone(),
         names: rt.names.clone(),
         service,
-        prefetch: rt.config.prefetch,
+        prefetch: rt.config.broker.prefetch,
         config: rt.config.clone(),
         dispatcher,
     };
@@ -290,12 +290,12 @@ pub async fn serve(
 /// # Errors
 /// When the address is taken or not local.
 pub async fn bind(config: &Config) -> anyhow::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(config.http_addr)
+    tokio::net::TcpListener::bind(config.http.addr)
         .await
         .map_err(|e| {
             anyhow::anyhow!(
                 "cannot listen on AIRLINE_HTTP_ADDR={}: {e}",
-                config.http_addr
+                config.http.addr
             )
         })
 }
@@ -366,7 +366,7 @@ pub fn worker_main(
     main_with(process, move |rt, shutdown| async move {
         let listener = bind(&rt.config).await?;
         rt.migrate(service, migrations).await?;
-        tracing::info!(service, addr = %rt.config.http_addr, "serving /healthz");
+        tracing::info!(service, addr = %rt.config.http.addr, "serving /healthz");
         let http = tokio::spawn(serve(health_router(rt.clone()), listener, shutdown.clone()));
         let result = run_worker(&rt, service, handlers(&rt), jobs, shutdown.clone()).await;
         shutdown.cancel();
