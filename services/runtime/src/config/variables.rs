@@ -81,7 +81,7 @@ pub const VARIABLES: &[Variable] = &[
         default: "`32`",
         meaning: "deliveries a consumer handles at once",
         set: Some(|c, v| {
-            c.broker.prefetch = at_least(1, v, "expected 1 to 65535")?;
+            c.broker.prefetch = at_least_one(v, "expected 1 to 65535")?;
             Ok(())
         }),
     },
@@ -90,7 +90,7 @@ pub const VARIABLES: &[Variable] = &[
         default: "`20`",
         meaning: "database connections per process",
         set: Some(|c, v| {
-            c.database.pool = at_least(1, v, "expected a whole number")?;
+            c.database.pool = at_least_one(v, "expected a whole number")?;
             Ok(())
         }),
     },
@@ -99,7 +99,7 @@ pub const VARIABLES: &[Variable] = &[
         default: "`200`",
         meaning: "outbox rows published per relay transaction",
         set: Some(|c, v| {
-            c.outbox.batch = at_least(1, v, "expected a whole number")?;
+            c.outbox.batch = at_least_one(v, "expected a whole number")?;
             Ok(())
         }),
     },
@@ -267,10 +267,10 @@ fn number<T: FromStr>(v: &str, reason: &str) -> Result<T, String> {
     v.parse().map_err(|_| reason.to_owned())
 }
 
-/// Parses a number of at least `min`.
-fn at_least<T: FromStr + PartialOrd>(min: T, v: &str, reason: &str) -> Result<T, String> {
+/// Parses a count, which 0 would make useless.
+fn at_least_one<T: FromStr + PartialOrd + From<u8>>(v: &str, reason: &str) -> Result<T, String> {
     let n: T = number(v, reason)?;
-    if n < min {
+    if n < T::from(1) {
         return Err("must be at least 1".into());
     }
     Ok(n)
