@@ -52,9 +52,9 @@ impl Deadlines {
     #[must_use]
     pub fn of(config: &Config) -> Self {
         Self {
-            step: config.step_deadline,
-            payment: config.payment_deadline,
-            hold: config.hold_deadline,
+            step: config.saga.step_deadline,
+            payment: config.saga.payment_deadline,
+            hold: config.saga.hold_deadline,
         }
     }
 
@@ -132,8 +132,8 @@ impl LocalSteps {
     #[must_use]
     pub fn of(config: &Config) -> Self {
         Self {
-            reserve_booking_fails: config.fails("reserve-booking"),
-            confirm_booking_fails: config.fails("confirm-booking"),
+            reserve_booking_fails: config.fails(airline_runtime::config::FaultStep::ReserveBooking),
+            confirm_booking_fails: config.fails(airline_runtime::config::FaultStep::ConfirmBooking),
         }
     }
 }

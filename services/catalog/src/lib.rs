@@ -27,7 +27,7 @@ pub static SERVICE: Service = Service {
             queues: &[&RESERVE_SEAT],
             handler: |config, _| {
                 Ok(Arc::new(seats::ReserveSeatHandler {
-                    fail: config.fails("reserve-seat"),
+                    fail: config.fails(airline_runtime::config::FaultStep::ReserveSeat),
                 }))
             },
         },
@@ -35,7 +35,7 @@ pub static SERVICE: Service = Service {
             queues: &[&RELEASE_SEAT],
             handler: |config, _| {
                 Ok(Arc::new(seats::ReleaseSeatHandler {
-                    fail: config.fails("release-seat"),
+                    fail: config.fails(airline_runtime::config::FaultStep::ReleaseSeat),
                 }))
             },
         },

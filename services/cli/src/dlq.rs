@@ -432,7 +432,7 @@ pub async fn run(
             let n = store::discard(&rt.pool, &selection, &operator(by)).await?;
             println!(
                 "discarded {n} dead letter(s); kept for {}s (AIRLINE_DLQ_RETENTION), then deleted",
-                rt.config.dlq_retention.as_secs()
+                rt.config.dead_letters.retention.as_secs()
             );
         }
         DlqCommand::Purge { older_than } => {

@@ -69,9 +69,9 @@ enum SagaCommand {
         /// RELEASING_SEAT, CONFIRMED, FAILED).
         #[arg(long, value_parser = ["RESERVING_SEAT", "COLLECTING_PAYMENT", "REFUNDING_PAYMENT", "RELEASING_SEAT", "CONFIRMED", "FAILED"])]
         state: Option<String>,
-        /// Not moved for at least this many seconds.
-        #[arg(long, default_value_t = 0.0)]
-        older_than: f64,
+        /// Not moved for at least this long (a duration: 90s, 10m, 24h).
+        #[arg(long, default_value = "0s", value_parser = airline_runtime::retry::parse_duration)]
+        older_than: std::time::Duration,
         /// At most this many.
         #[arg(long, default_value_t = 50)]
         limit: i64,
@@ -130,8 +130,13 @@ fn main() -> ExitCode {
                     limit,
                     json,
                 }) => {
-                    let lines =
-                        airline::saga::list(&rt.pool, state.as_deref(), older_than, limit).await?;
+                    let lines = airline::saga::list(
+                        &rt.pool,
+                        state.as_deref(),
+                        older_than.as_secs_f64(),
+                        limit,
+                    )
+                    .await?;
                     if json {
                         println!("{}", serde_json::to_string_pretty(&lines)?);
                     } else {
@@ -166,7 +171,7 @@ fn main() -> ExitCode {
                         );
                     }
                     tracing::info!(
-                        addr = %rt.config.http_addr,
+                        addr = %rt.config.http.addr,
                         services = airline::SERVICES.len(),
                         "airline is up: the gateway and every worker; Ctrl-C to stop"
                     );

@@ -98,15 +98,17 @@ pub async fn drain(
 ) -> anyhow::Result<DrainReport> {
     let dlqs = dlqs(&rt.names, queue)?;
     let mut report = DrainReport {
-        expired: purge(&rt.pool, rt.config.dlq_retention).await?,
-        store_max: rt.config.dlq_max,
+        expired: purge(&rt.pool, rt.config.dead_letters.retention).await?,
+        store_max: rt.config.dead_letters.max,
         ..DrainReport::default()
     };
-    let crash_after_commit = rt.config.fails("drain-commit");
+    let crash_after_commit = rt
+        .config
+        .fails(airline_runtime::config::FaultStep::DrainCommit);
     let channel = bounded("opening a channel", rt.broker.create_channel()).await??;
     for (dlq, logical) in dlqs {
         loop {
-            let room = rt.config.dlq_max - store_size(&rt.pool).await?;
+            let room = rt.config.dead_letters.max - store_size(&rt.pool).await?;
             if room <= 0 {
                 report.full = true;
                 break;

@@ -171,7 +171,7 @@ pub async fn flush(rt: &Runtime, publisher: &Publisher) -> anyhow::Result<()> {
         publisher,
         &rt.names,
         OPERATOR,
-        rt.config.outbox_batch,
+        rt.config.outbox.batch,
         std::time::Duration::ZERO,
     )
     .await?

@@ -25,7 +25,7 @@ use crate::{AppState, OPENAPI, Problem};
 type Result<T, E = Problem> = std::result::Result<T, E>;
 
 pub(crate) fn router(state: AppState) -> Router {
-    let cors = cors(&state.rt.config.cors_origins);
+    let cors = cors(&state.rt.config.http.cors_origins);
     let router = Router::new()
         .route("/v1/flights", get(search_flights).post(create_flight))
         .route("/v1/flights/{id}", get(get_flight))

@@ -65,7 +65,7 @@ async fn create(
 ) -> Result<Response> {
     let body = json_body(&headers, body)?;
     let (url, events) = new_endpoint(&body)?;
-    destination::vet(&url, s.rt.config.webhook_allow_private)
+    destination::vet(&url, s.rt.config.webhooks.allow_private)
         .await
         .map_err(|refusal: Refusal| Problem::unprocessable("url", refusal.to_string()))?;
     let (endpoint, secret) = endpoints::create(&s.rt.pool, caller.key_id, &url, &events).await?;

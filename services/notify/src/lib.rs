@@ -50,8 +50,8 @@ pub static SERVICE: Service = Service {
             handler: |config, pool| {
                 Ok(Arc::new(delivery::DeliverWebhooks::new(
                     pool,
-                    config.webhook_allow_private,
-                    config.webhook_disable_after,
+                    config.webhooks.allow_private,
+                    config.webhooks.disable_after,
                 )?))
             },
         },

@@ -43,15 +43,15 @@ impl Payments {
     pub fn simulated(c: &Config) -> Self {
         // tok_timeout answers after the saga has given up waiting, and well before the
         // refund that follows runs out of time itself.
-        let timeout_delay = c.payment_deadline.mul_f64(1.5);
+        let timeout_delay = c.saga.payment_deadline.mul_f64(1.5);
         Self {
             provider: Arc::new(SimulatedProvider::new(
-                c.payment_latency,
-                c.payment_failure_rate,
+                c.payment.latency,
+                c.payment.failure_rate,
                 timeout_delay,
             )),
-            fail_collect: c.fails("collect-payment"),
-            fail_refund: c.fails("refund-payment"),
+            fail_collect: c.fails(airline_runtime::config::FaultStep::CollectPayment),
+            fail_refund: c.fails(airline_runtime::config::FaultStep::RefundPayment),
         }
     }
 }

@@ -56,14 +56,14 @@ impl Runtime {
         process_name: &str,
         services: &[&'static Service],
     ) -> anyhow::Result<Self> {
-        let pool = db::connect(&config.database_url, config.db_pool).await?;
+        let pool = db::connect(&config.database.url, config.database.pool).await?;
         db::migrate(&pool, "messaging", &db::MESSAGING_MIGRATIONS).await?;
         let services = closure(services);
         for service in &services {
             db::migrate(&pool, service.name, service.migrations).await?;
         }
-        let broker = broker::Broker::connect(&config.amqp_url, process_name).await?;
-        let names = Names::new(config.prefix.clone());
+        let broker = broker::Broker::connect(&config.broker.url, process_name).await?;
+        let names = Names::new(config.broker.prefix.clone());
         let channel = broker.create_channel().await?;
         broker::declare_topology(&channel, &names, &config).await?;
         let _ = channel.close(200, "topology declared".into()).await;
@@ -142,7 +142,7 @@ pub async fn start_relay(
         publisher,
         rt.names.clone(),
         producer.to_owned(),
-        rt.config.outbox_batch,
+        rt.config.outbox.batch,
         Arc::clone(&signal),
         shutdown.clone(),
     ));
@@ -187,7 +187,7 @@ pub async fn run_worker(
         pool: rt.pool.clone(),
         names: rt.names.clone(),
         service,
-        prefetch: rt.config.prefetch,
+        prefetch: rt.config.broker.prefetch,
         config: rt.config.clone(),
         dispatcher,
     };
@@ -305,12 +305,12 @@ pub async fn serve(
 /// # Errors
 /// When the address is taken or not local.
 pub async fn bind(config: &Config) -> anyhow::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(config.http_addr)
+    tokio::net::TcpListener::bind(config.http.addr)
         .await
         .map_err(|e| {
             anyhow::anyhow!(
                 "cannot listen on AIRLINE_HTTP_ADDR={}: {e}",
-                config.http_addr
+                config.http.addr
             )
         })
 }
@@ -376,7 +376,7 @@ pub fn worker_main(service: &'static Service) -> ExitCode {
     let process: &'static str = Box::leak(service.binary().into_boxed_str());
     main_with(process, &[service], move |rt, shutdown| async move {
         let listener = bind(&rt.config).await?;
-        tracing::info!(service = service.name, addr = %rt.config.http_addr, "serving /healthz");
+        tracing::info!(service = service.name, addr = %rt.config.http.addr, "serving /healthz");
         let http = tokio::spawn(serve(health_router(rt.clone()), listener, shutdown.clone()));
         let result = run_worker(&rt, service, shutdown.clone()).await;
         shutdown.cancel();

@@ -318,7 +318,7 @@ async fn cors_is_off_unless_origins_are_configured() {
     drop(app);
 
     let app = crate::helpers::spawn_app_with(|c| {
-        c.cors_origins = vec!["https://app.example.com".into()];
+        c.http.cors_origins = vec!["https://app.example.com".into()];
     })
     .await;
     // A browser's preflight carries no key and is answered.

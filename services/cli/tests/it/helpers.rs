@@ -78,15 +78,15 @@ async fn spawn(configure: impl FnOnce(&mut Config), run_services: bool) -> TestA
     }
     let id = Uuid::new_v4().simple().to_string();
     let database = format!("airline_test_{id}");
-    let mut config = Config {
-        amqp_url: amqp_url(),
-        database_url: database_url(&database),
-        prefix: format!("test.{}.", &id[..12]),
-        db_pool: 12,
-        retry: airline_runtime::retry::RetryPolicy::parse(TEST_RETRY, Default::default())
+    let mut config = Config::default();
+    config.broker.url = amqp_url();
+    config.database.url = database_url(&database);
+    config.broker.prefix = format!("test.{}.", &id[..12]);
+    config.database.pool = 12;
+    config.retry = airline_runtime::config::RetryConfig {
+        default: airline_runtime::retry::RetryPolicy::parse(TEST_RETRY, Default::default())
             .expect("a policy"),
-        retry_overrides: Default::default(),
-        ..Config::default()
+        overrides: Default::default(),
     };
     configure(&mut config);
     let rt = Runtime::start(config, "airline-test", airline::SERVICES)
@@ -213,8 +213,8 @@ impl TestApp {
     pub fn cli(&self, args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_airline"))
             .args(args)
-            .env("DATABASE_URL", &self.rt.config.database_url)
-            .env("AMQP_URL", &self.rt.config.amqp_url)
+            .env("DATABASE_URL", &self.rt.config.database.url)
+            .env("AMQP_URL", &self.rt.config.broker.url)
             .env("AIRLINE_PREFIX", self.names.prefix())
             .env("RUST_LOG", "warn")
             .env("AIRLINE_RETRY", TEST_RETRY)
@@ -237,9 +237,11 @@ impl Drop for TestApp {
         // `airline` run as a subprocess (`cli`) declares the tiers of TEST_RETRY,
         // whatever policy this test's system has.
         let cli = Config {
-            retry: airline_runtime::retry::RetryPolicy::parse(TEST_RETRY, Default::default())
-                .expect("a policy"),
-            retry_overrides: Default::default(),
+            retry: airline_runtime::config::RetryConfig {
+                default: airline_runtime::retry::RetryPolicy::parse(TEST_RETRY, Default::default())
+                    .expect("a policy"),
+                overrides: Default::default(),
+            },
             ..Config::default()
         };
         queues.extend(airline_runtime::broker::declared_queues(&self.names, &cli));
