@@ -461,7 +461,7 @@ async fn run_inside(
     database: &str,
     prefix: &str,
 ) -> anyhow::Result<ChaosReport> {
-    let client = reqwest::Client::builder()
+    let client = airline_runtime::http_client()
         .timeout(Duration::from_secs(10))
         .build()?;
     // The gateway first: it creates the database and migrates what it reads.

@@ -235,7 +235,6 @@ fn validate(a: &RunArgs) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
-    airline_runtime::install_tls();
     let cli = Cli::parse();
     let checked = match &cli.mode {
         Mode::Amqp(a) | Mode::Http(a) | Mode::Search(a) | Mode::Baseline(a) => validate(a),
@@ -483,7 +482,7 @@ async fn sweep(s: SweepArgs) -> anyhow::Result<u64> {
     }
     print_table(&summaries);
     // Sustainable: nothing lost, nothing refused, p99 under a second (the bar the
-    // peer systems are measured against in shared/reference/limits-and-peers.md).
+    // peer systems are measured against; docs/benchmarks.md).
     let healthy = || {
         summaries
             .iter()

@@ -65,10 +65,9 @@ enum SagaCommand {
     },
     /// Sagas not moved for a while, oldest first (stuck ones, with --state).
     List {
-        /// Only this state (RESERVING_SEAT, COLLECTING_PAYMENT, REFUNDING_PAYMENT,
-        /// RELEASING_SEAT, CONFIRMED, FAILED).
-        #[arg(long, value_parser = ["RESERVING_SEAT", "COLLECTING_PAYMENT", "REFUNDING_PAYMENT", "RELEASING_SEAT", "CONFIRMED", "FAILED"])]
-        state: Option<String>,
+        /// Only this state.
+        #[arg(long)]
+        state: Option<airline::saga::SagaState>,
         /// Not moved for at least this long (a duration: 90s, 10m, 24h).
         #[arg(long, default_value = "0s", value_parser = airline_runtime::retry::parse_duration)]
         older_than: std::time::Duration,
@@ -132,7 +131,7 @@ fn main() -> ExitCode {
                 }) => {
                     let lines = airline::saga::list(
                         &rt.pool,
-                        state.as_deref(),
+                        state.map(|s| s.0.as_str()),
                         older_than.as_secs_f64(),
                         limit,
                     )

@@ -37,7 +37,6 @@ pub use refusal::Refusal;
 #[must_use]
 pub fn sha256_hex(parts: &[&[u8]]) -> String {
     use sha2::{Digest as _, Sha256};
-    use std::fmt::Write as _;
     let mut h = Sha256::new();
     for (i, p) in parts.iter().enumerate() {
         if i > 0 {
@@ -45,11 +44,15 @@ pub fn sha256_hex(parts: &[&[u8]]) -> String {
         }
         h.update(p);
     }
-    let mut s = String::with_capacity(64);
-    for b in h.finalize() {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
+    hex::encode(h.finalize())
+}
+
+/// The one way to build an HTTP client in this workspace: it installs the TLS
+/// provider first (see [`install_tls`]), without which reqwest panics, and turns
+/// Nagle's algorithm off (small requests and their answers go out at once).
+pub fn http_client() -> reqwest::ClientBuilder {
+    install_tls();
+    reqwest::Client::builder().tcp_nodelay(true)
 }
 
 /// Makes ring the process's TLS crypto provider. The workspace builds reqwest with

@@ -1,5 +1,6 @@
 //! The booking saga's transition function: pure, no I/O, tested row by row against
-//! the sample's state machine (`shared/reference/booking-saga.md`).
+//! the sample's state machine (the Step Functions flow of the "Serverless Airline"
+//! sample, restated in docs/architecture.md).
 //!
 //! | state              | input              | local step              | next state         | sends            |
 //! |--------------------|--------------------|-------------------------|--------------------|------------------|

@@ -15,7 +15,7 @@ async fn problem(response: reqwest::Response, status: u16) -> Value {
 #[tokio::test]
 async fn without_a_live_key_a_client_gets_nowhere() {
     let app = spawn_app().await;
-    let anonymous = reqwest::Client::new();
+    let anonymous = airline_runtime::http_client().build().expect("a client");
     for path in [
         "/v1/flights",
         "/v1/bookings?customerId=c",
@@ -322,7 +322,9 @@ async fn cors_is_off_unless_origins_are_configured() {
     })
     .await;
     // A browser's preflight carries no key and is answered.
-    let preflight = reqwest::Client::new()
+    let preflight = airline_runtime::http_client()
+        .build()
+        .expect("a client")
         .request(reqwest::Method::OPTIONS, app.url("/v1/bookings"))
         .header("origin", "https://app.example.com")
         .header("access-control-request-method", "POST")

@@ -136,13 +136,12 @@ pub async fn problem(response: reqwest::Response, status: u16) -> Value {
 
 /// An HTTP client that sends `key` as `x-api-key` on every request.
 pub fn client_with_key(key: &str) -> reqwest::Client {
-    airline_runtime::install_tls();
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert(
         "x-api-key",
         reqwest::header::HeaderValue::from_str(key).expect("a key is ASCII"),
     );
-    reqwest::Client::builder()
+    airline_runtime::http_client()
         .default_headers(headers)
         .build()
         .expect("an HTTP client")
