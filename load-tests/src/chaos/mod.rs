@@ -5,20 +5,23 @@
 //! drained and the books audited. Every accepted booking must settle and the audit
 //! must find nothing. See docs/reliability.md.
 
+mod faults;
+mod system;
+
 use std::collections::HashMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use airline_runtime::Service;
 use anyhow::Context as _;
 use serde::Serialize;
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use uuid::Uuid;
+
+use faults::{FaultKind, GATEWAY, PAYMENT, TWICE, schedule, second};
+use system::{System, postgres_cluster, run_tool};
 
 /// The settings of a chaos run.
 #[derive(Debug, Clone)]
@@ -80,73 +83,6 @@ pub struct ChaosReport {
     pub prefix: String,
 }
 
-/// The gateway, which creates the database and is started first.
-static GATEWAY: &Service = &airline_gateway::SERVICE;
-/// The worker whose provider the slow-provider fault slows.
-static PAYMENT: &Service = &airline_payment::SERVICE;
-/// The workers run twice for a while (competing consumers).
-static TWICE: [&Service; 2] = [&airline_booking::SERVICE, &airline_payment::SERVICE];
-
-/// A fault of the run's timeline.
-#[derive(Debug, Clone, Copy)]
-enum FaultKind {
-    /// `kill -9` a worker, then start it again.
-    Kill(&'static Service),
-    /// Start a second copy of [`TWICE`].
-    SecondCopies,
-    /// Stop those second copies.
-    StopSecondCopies,
-    /// `rabbitmqctl close_all_connections`.
-    CloseConnections,
-    /// `rabbitmqctl stop_app`, a pause, `start_app`.
-    RestartRabbitMq,
-    /// `pg_ctlcluster … stop -m fast`, a pause, `start`.
-    RestartPostgres,
-    /// Restart payment with every provider call slower than the payment deadline.
-    SlowPayment,
-}
-
-impl fmt::Display for FaultKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Kill(s) => write!(f, "kill -9 {}, restart", s.name),
-            Self::SecondCopies => {
-                write!(f, "second copy of {}", TWICE.map(|s| s.name).join(" and "))
-            }
-            Self::StopSecondCopies => f.write_str("stop the second copies"),
-            Self::CloseConnections => f.write_str("close every broker connection"),
-            Self::RestartRabbitMq => f.write_str("restart RabbitMQ"),
-            Self::RestartPostgres => f.write_str("restart PostgreSQL"),
-            Self::SlowPayment => f.write_str("payment provider slower than the payment deadline"),
-        }
-    }
-}
-
-/// The timeline: each fault at a share of the run. Every worker is killed once.
-fn schedule(restarts: bool) -> Vec<(f64, FaultKind)> {
-    let mut schedule: Vec<(f64, FaultKind)> = airline::workers()
-        .enumerate()
-        .map(|(i, w)| (0.08 + 0.06 * i as f64, FaultKind::Kill(w)))
-        .collect();
-    schedule.extend([
-        (0.34, FaultKind::SecondCopies),
-        (0.44, FaultKind::CloseConnections),
-        (0.52, FaultKind::StopSecondCopies),
-        (0.80, FaultKind::SlowPayment),
-    ]);
-    if restarts {
-        schedule.push((0.60, FaultKind::RestartRabbitMq));
-        schedule.push((0.74, FaultKind::RestartPostgres));
-    }
-    schedule.sort_by(|a, b| a.0.total_cmp(&b.0));
-    schedule
-}
-
-/// The key of a service's second copy.
-fn second(service: &Service) -> String {
-    format!("{}-2", service.name)
-}
-
 /// The deadlines a chaos run gives the system: the seat steps' default (10 s); the
 /// payment deadline shortened from 30 s to 10 s and the hold deadline from 24 h to
 /// 30 s, so that a slow provider and a held saga settle within the run.
@@ -160,138 +96,6 @@ const DEADLINES: &[(&str, &str)] = &[
 /// deadline, for a while.
 const SLOW_PAYMENT_LATENCY: &str = "11s";
 const SLOW_PAYMENT_FOR: Duration = Duration::from_secs(14);
-
-struct Process {
-    name: String,
-    child: Child,
-}
-
-/// The system's processes.
-struct System {
-    bin_dir: PathBuf,
-    logs: PathBuf,
-    env: Vec<(String, String)>,
-    base_port: u16,
-    running: HashMap<String, Process>,
-    next_port: u16,
-}
-
-impl System {
-    fn spawn(
-        &mut self,
-        key: &str,
-        service: &Service,
-        extra: &[(&str, String)],
-    ) -> anyhow::Result<()> {
-        let binary = self.bin_dir.join(service.binary());
-        let port = if service.name == GATEWAY.name {
-            self.base_port
-        } else {
-            self.next_port += 1;
-            self.next_port
-        };
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.logs.join(format!("{key}.log")))
-            .with_context(|| format!("opening the log of {key} in {}", self.logs.display()))?;
-        let mut cmd = Command::new(&binary);
-        cmd.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("AIRLINE_HTTP_ADDR", format!("127.0.0.1:{port}"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
-        for (k, v) in extra {
-            cmd.env(k, v);
-        }
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("starting {} (build it first)", binary.display()))?;
-        self.running.insert(
-            key.to_owned(),
-            Process {
-                name: service.name.to_owned(),
-                child,
-            },
-        );
-        Ok(())
-    }
-
-    async fn kill(&mut self, key: &str) {
-        if let Some(mut p) = self.running.remove(key) {
-            let _ = p.child.kill().await;
-        }
-    }
-
-    /// SIGTERM, then up to 20 s for a graceful stop, then SIGKILL.
-    async fn terminate(&mut self, key: &str) {
-        if let Some(mut p) = self.running.remove(key) {
-            if let Some(pid) = p.child.id() {
-                let _ = Command::new("kill")
-                    .args(["-TERM", &pid.to_string()])
-                    .status()
-                    .await;
-            }
-            if tokio::time::timeout(Duration::from_secs(20), p.child.wait())
-                .await
-                .is_err()
-            {
-                let _ = p.child.kill().await;
-            }
-        }
-    }
-
-    /// The processes that exited on their own (crashes) since the last look.
-    fn crashed(&mut self) -> Option<String> {
-        let mut gone = Vec::new();
-        for (key, p) in &mut self.running {
-            if let Ok(Some(status)) = p.child.try_wait() {
-                gone.push((
-                    key.clone(),
-                    format!("{} exited on its own: {status}", p.name),
-                ));
-            }
-        }
-        for (key, _) in &gone {
-            self.running.remove(key);
-        }
-        let what: Vec<String> = gone.into_iter().map(|(_, w)| w).collect();
-        (!what.is_empty()).then(|| what.join("; "))
-    }
-
-    async fn stop_all(&mut self) {
-        let keys: Vec<String> = self.running.keys().cloned().collect();
-        for k in keys {
-            self.terminate(&k).await;
-        }
-    }
-}
-
-async fn run_tool(program: &str, args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .await
-        .with_context(|| format!("running {program}"))?;
-    anyhow::ensure!(
-        out.status.success(),
-        "{program} {} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    Ok(())
-}
-
-fn postgres_cluster() -> anyhow::Result<String> {
-    let versions: Vec<String> = std::fs::read_dir("/etc/postgresql")
-        .context("finding the PostgreSQL cluster (/etc/postgresql)")?
-        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
-        .collect();
-    versions
-        .into_iter()
-        .next()
-        .context("no PostgreSQL cluster in /etc/postgresql")
-}
 
 fn server_of(database_url: &str) -> String {
     let without_query = database_url.split('?').next().unwrap_or(database_url);
