@@ -131,6 +131,35 @@ mod tests {
         assert_eq!(names.len(), SERVICES.len());
     }
 
+    /// No source file of the workspace grows past 800 lines (split a module before).
+    #[test]
+    fn no_source_file_is_over_800_lines() {
+        fn walk(dir: &std::path::Path, long: &mut Vec<String>) {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    if path.file_name().is_some_and(|n| n != "target") {
+                        walk(&path, long);
+                    }
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    let lines = std::fs::read_to_string(&path).map_or(0, |s| s.lines().count());
+                    if lines > 800 {
+                        long.push(format!("{} ({lines} lines)", path.display()));
+                    }
+                }
+            }
+        }
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let mut long = Vec::new();
+        for top in ["contracts", "services", "load-tests"] {
+            walk(&root.join(top), &mut long);
+        }
+        assert!(long.is_empty(), "split these: {long:?}");
+    }
+
     /// Every metric the Grafana dashboard in docs/ queries is served, the
     /// services' own gauges included.
     #[test]

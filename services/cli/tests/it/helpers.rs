@@ -71,8 +71,8 @@ pub async fn spawn_bare(configure: impl FnOnce(&mut Config)) -> TestApp {
 }
 
 async fn spawn(configure: impl FnOnce(&mut Config), run_services: bool) -> TestApp {
-    // Logs only when asked for (RUST_LOG=... cargo test -- --nocapture): they go
-    // straight to stdout, past the test harness's capture.
+    // Logs only when asked for (RUST_LOG=... cargo test): they go to stderr, past
+    // the test harness's capture.
     if std::env::var_os("RUST_LOG").is_some() {
         airline_runtime::telemetry::init();
     }

@@ -255,8 +255,8 @@ pub const VARIABLES: &[Variable] = &[
     },
     Variable {
         name: "RUST_LOG",
-        default: "`info`",
-        meaning: "log filter",
+        default: "`info` (sqlx, lapin and amq_protocol at `warn`)",
+        meaning: "log filter; logs go to stderr, never to stdout",
         // Read by `telemetry::init`.
         set: None,
     },
