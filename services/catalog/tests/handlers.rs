@@ -83,11 +83,10 @@ async fn a_reservation_takes_one_seat_and_answers_the_price() {
     let c = catalog().await;
     let f = flight(&c.db, 3).await;
     let booking = Uuid::new_v4();
-    let out = c
-        .db
-        .handle(c.reserve.as_ref(), &incoming(reserve(booking, f)))
-        .await
-        .expect("reserved");
+    let out =
+        c.db.handle(c.reserve.as_ref(), &incoming(reserve(booking, f)))
+            .await
+            .expect("reserved");
     match out.as_slice() {
         [Message::SeatReserved(m)] => {
             assert_eq!(m.booking_id, booking);
@@ -103,33 +102,29 @@ async fn a_booking_takes_its_seat_once_even_under_another_message_id() {
     let c = catalog().await;
     let f = flight(&c.db, 3).await;
     let booking = Uuid::new_v4();
-    let first = c
-        .db
-        .handle(c.reserve.as_ref(), &incoming(reserve(booking, f)))
-        .await
-        .expect("reserved");
+    let first =
+        c.db.handle(c.reserve.as_ref(), &incoming(reserve(booking, f)))
+            .await
+            .expect("reserved");
     // A second command for the same booking (a step asked for again at its
     // deadline) answers the same, without a second seat.
-    let again = c
-        .db
-        .handle(c.reserve.as_ref(), &incoming(reserve(booking, f)))
-        .await
-        .expect("answered again");
+    let again =
+        c.db.handle(c.reserve.as_ref(), &incoming(reserve(booking, f)))
+            .await
+            .expect("answered again");
     assert_eq!(first, again);
     assert_eq!(seats_left(&c.db, f).await, 2);
     // The same delivery twice goes through the inbox: the second does nothing.
     let msg = incoming_with(reserve(Uuid::new_v4(), f), "m-1", 1);
-    let handled = c
-        .db
-        .process(&SERVICE, &RESERVE_SEAT, c.reserve.as_ref(), &msg)
-        .await
-        .expect("handled");
+    let handled =
+        c.db.process(&SERVICE, &RESERVE_SEAT, c.reserve.as_ref(), &msg)
+            .await
+            .expect("handled");
     assert!(matches!(handled, Outcome::Handled(ref p) if p.len() == 1));
-    let duplicate = c
-        .db
-        .process(&SERVICE, &RESERVE_SEAT, c.reserve.as_ref(), &msg)
-        .await
-        .expect("absorbed");
+    let duplicate =
+        c.db.process(&SERVICE, &RESERVE_SEAT, c.reserve.as_ref(), &msg)
+            .await
+            .expect("absorbed");
     assert!(matches!(duplicate, Outcome::Duplicate));
     assert_eq!(seats_left(&c.db, f).await, 1);
     assert_eq!(c.db.sent("catalog").await.expect("outbox").len(), 1);
@@ -139,24 +134,21 @@ async fn a_booking_takes_its_seat_once_even_under_another_message_id() {
 async fn a_sold_out_flight_answers_seat_unavailable_and_never_goes_below_zero() {
     let c = catalog().await;
     let f = flight(&c.db, 1).await;
-    let out = c
-        .db
-        .handle(c.reserve.as_ref(), &incoming(reserve(Uuid::new_v4(), f)))
-        .await
-        .expect("reserved");
+    let out =
+        c.db.handle(c.reserve.as_ref(), &incoming(reserve(Uuid::new_v4(), f)))
+            .await
+            .expect("reserved");
     assert!(matches!(out.as_slice(), [Message::SeatReserved(_)]));
     for _ in 0..3 {
-        let out = c
-            .db
-            .handle(c.reserve.as_ref(), &incoming(reserve(Uuid::new_v4(), f)))
-            .await
-            .expect("answered");
+        let out =
+            c.db.handle(c.reserve.as_ref(), &incoming(reserve(Uuid::new_v4(), f)))
+                .await
+                .expect("answered");
         assert_eq!(unavailable(&out), Some(SeatUnavailableReason::SoldOut));
     }
     assert_eq!(seats_left(&c.db, f).await, 0);
-    let out = c
-        .db
-        .handle(
+    let out =
+        c.db.handle(
             c.reserve.as_ref(),
             &incoming(reserve(Uuid::new_v4(), Uuid::new_v4())),
         )
@@ -224,21 +216,19 @@ async fn the_reserve_fault_refuses_without_taking_a_seat() {
     let c = catalog().await;
     let f = flight(&c.db, 2).await;
     let failing = airline_catalog::seats::ReserveSeatHandler { fail: true };
-    let out = c
-        .db
-        .handle(&failing, &incoming(reserve(Uuid::new_v4(), f)))
-        .await
-        .expect("answered");
+    let out =
+        c.db.handle(&failing, &incoming(reserve(Uuid::new_v4(), f)))
+            .await
+            .expect("answered");
     assert_eq!(
         unavailable(&out),
         Some(SeatUnavailableReason::ReservationFailed)
     );
     assert_eq!(seats_left(&c.db, f).await, 2);
     // The wrong message on the queue is refused for good.
-    let err = c
-        .db
-        .handle(c.reserve.as_ref(), &incoming(release(Uuid::new_v4(), f)))
-        .await
-        .expect_err("refused");
+    let err =
+        c.db.handle(c.reserve.as_ref(), &incoming(release(Uuid::new_v4(), f)))
+            .await
+            .expect_err("refused");
     assert!(err.is_permanent(), "{err}");
 }

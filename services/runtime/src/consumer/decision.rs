@@ -161,11 +161,14 @@ mod tests {
 
     /// What a settlement comes to: its label, the retry delay, and the failure's
     /// kind, text, last kind and booking.
-    type Summary = (
-        &'static str,
-        Option<Duration>,
-        Option<(String, String, Option<&'static str>, Option<String>)>,
-    );
+    type Summary = (&'static str, Option<Duration>, Option<FailureParts>);
+
+    /// A failure's kind, text, last kind and booking.
+    type FailureParts = (String, String, Option<&'static str>, Option<String>);
+
+    /// An error to decide on, the attempt, the policy's attempts, and the summary
+    /// expected.
+    type Case = (fn() -> HandlerError, u32, u32, Summary);
 
     fn summary(s: &Settlement) -> Summary {
         let of = |f: &Failure| {
@@ -205,7 +208,7 @@ mod tests {
         const U: &str = "saga has no ticket price";
         const R: &str = "no booking 42";
         #[rustfmt::skip]
-        let cases: Vec<(fn() -> HandlerError, u32, u32, Summary)> = vec![
+        let cases: Vec<Case> = vec![
             // Permanent: dead-lettered at once, whatever the attempt.
             (rejected, 1, 4, ("dead_lettered", None, fail("rejected", R, None))),
             (rejected, 3, 4, ("dead_lettered", None, fail("rejected", R, None))),
