@@ -501,7 +501,7 @@ async fn sweep_deadlines(
             }
             continue;
         }
-        match sweep_once(&rt.pool, steps, deadlines).await {
+        match sweep_once(&rt.pool, steps, deadlines, OffsetDateTime::now_utc()).await {
             Ok(0) => {}
             Ok(n) => {
                 tracing::info!(sagas = n, "deadlines passed; compensating");
@@ -531,8 +531,9 @@ pub async fn extend_deadlines(pool: &sqlx::PgPool, outage: Duration) -> sqlx::Re
     .rows_affected())
 }
 
-/// Moves every saga whose deadline has passed (up to 100 at a time). Returns how
-/// many moved.
+/// Moves every saga whose deadline has passed by `now` (up to 100 at a time).
+/// Returns how many moved. The sweeper passes the wall clock; tests pass a later
+/// time instead of waiting for it.
 ///
 /// # Errors
 /// Database errors; nothing is committed then.
@@ -540,15 +541,16 @@ pub async fn sweep_once(
     pool: &sqlx::PgPool,
     steps: LocalSteps,
     deadlines: Deadlines,
+    now: OffsetDateTime,
 ) -> anyhow::Result<usize> {
     let mut tx = pool.begin().await?;
     let sql = format!(
         "SELECT {SAGA_COLUMNS} FROM booking.bookings
-          WHERE deadline_at <= now() AND state NOT IN ('CONFIRMED', 'FAILED', 'CANCELLED')
+          WHERE deadline_at <= $1 AND state NOT IN ('CONFIRMED', 'FAILED', 'CANCELLED')
           ORDER BY deadline_at LIMIT 100
           FOR UPDATE SKIP LOCKED"
     );
-    let rows = sqlx::query(&sql).fetch_all(&mut *tx).await?;
+    let rows = sqlx::query(&sql).bind(now).fetch_all(&mut *tx).await?;
     let trigger = Trigger {
         kind: DEADLINE.into(),
         message_id: None,

@@ -28,6 +28,9 @@ use crate::broker::{Envelope, Publisher};
 use crate::outbox::{self, Cause, Dispatcher, Pending};
 use crate::retry::{self, RetryPolicy};
 
+mod decision;
+pub use decision::{Failure, Settlement, decide, decide_undecodable};
+
 /// The largest body a consumer will try to decode; larger ones are dead-lettered.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
 
@@ -363,31 +366,6 @@ async fn subscribe(
     Ok((channel, deliveries))
 }
 
-/// A delivery that could not be handled, and why.
-#[derive(Debug, Clone)]
-pub struct Failure {
-    /// A short stable code: `invalid-body`, `unknown-type`, `rejected`,
-    /// `retries-exhausted`, ...
-    pub kind: String,
-    /// What went wrong, for a person.
-    pub text: String,
-    /// The booking, where known.
-    pub booking_id: Option<String>,
-    /// When retries ran out: the class of the last error (`transient`, `unexpected`).
-    pub last_kind: Option<&'static str>,
-}
-
-impl Failure {
-    fn new(kind: &str, text: impl Into<String>) -> Self {
-        Self {
-            kind: kind.to_owned(),
-            text: text.into(),
-            booking_id: None,
-            last_kind: None,
-        }
-    }
-}
-
 fn header_text(headers: Option<&FieldTable>, key: &str) -> Option<String> {
     match headers?.inner().get(key)? {
         AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
@@ -482,27 +460,31 @@ impl QueueWorker {
     async fn on_delivery(&self, delivery: Delivery) {
         let incoming = match decode(self.queue, &delivery) {
             Ok(incoming) => incoming,
-            Err(failure) if self.queue.watches_dead_letters => {
-                // A copy of a dead letter that is no valid step of a saga: the
-                // original is in its own DLQ with the reason; nothing to hold.
-                crate::metrics::METRICS.delivery(self.queue.name, "unknown", "ignored");
-                tracing::info!(
-                    queue = %self.queue_name,
-                    kind = %failure.kind,
-                    "a dead-lettered copy that is no saga step; ignored"
-                );
-                ack(&delivery).await;
-                return;
-            }
             Err(failure) => {
-                crate::metrics::METRICS.delivery(self.queue.name, "unknown", "undecodable");
-                tracing::warn!(
-                    queue = %self.queue_name,
-                    kind = %failure.kind,
-                    error = %failure.text,
-                    "dead-lettering an undecodable message"
-                );
-                self.dead_letter(&delivery, &failure).await;
+                let kind = failure.kind.clone();
+                match decide_undecodable(failure, self.queue.watches_dead_letters) {
+                    Settlement::DeadLetter(failure) => {
+                        crate::metrics::METRICS.delivery(self.queue.name, "unknown", "undecodable");
+                        tracing::warn!(
+                            queue = %self.queue_name,
+                            kind = %failure.kind,
+                            error = %failure.text,
+                            "dead-lettering an undecodable message"
+                        );
+                        self.dead_letter(&delivery, &failure).await;
+                    }
+                    _ => {
+                        // A copy of a dead letter that is no valid step of a saga: the
+                        // original is in its own DLQ with the reason; nothing to hold.
+                        crate::metrics::METRICS.delivery(self.queue.name, "unknown", "ignored");
+                        tracing::info!(
+                            queue = %self.queue_name,
+                            kind = %kind,
+                            "a dead-lettered copy that is no saga step; ignored"
+                        );
+                        ack(&delivery).await;
+                    }
+                }
                 return;
             }
         };
@@ -565,7 +547,7 @@ impl QueueWorker {
         }
     }
 
-    /// Acks, retries later or dead-letters the delivery according to the result;
+    /// Acks, retries later or dead-letters the delivery as [`decide`] says;
     /// returns what became of it, for the metrics.
     async fn settle(
         &self,
@@ -573,54 +555,50 @@ impl QueueWorker {
         incoming: &Incoming,
         result: Result<Outcome, HandlerError>,
     ) -> &'static str {
-        let e = match result {
-            Ok(Outcome::Handled(pending)) => {
+        let settlement = decide(
+            result,
+            incoming.attempt,
+            incoming.message.booking_id().to_string(),
+            &self.retry,
+        );
+        let label = settlement.label();
+        match settlement {
+            Settlement::Ack { publish } => {
                 // Publish before acking: a consumer that outpaces the broker slows
                 // down instead of piling up unpublished rows.
-                self.ctx.dispatcher.dispatch(&pending).await;
+                self.ctx.dispatcher.dispatch(&publish).await;
                 ack(delivery).await;
-                return "handled";
             }
-            Ok(Outcome::Duplicate) => {
+            Settlement::AckDuplicate => {
                 tracing::info!("duplicate delivery ignored");
                 ack(delivery).await;
-                return "duplicate";
             }
-            Err(e) => e,
-        };
-        if is_unavailable(&e) {
-            // Shutting down while the database is away: give the delivery back.
-            let _ = delivery
-                .acker
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    ..BasicNackOptions::default()
-                })
-                .await;
-            return "returned";
+            Settlement::Ignore => ack(delivery).await,
+            Settlement::GiveBack => {
+                // Shutting down while the database is away: give the delivery back.
+                let _ = delivery
+                    .acker
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..BasicNackOptions::default()
+                    })
+                    .await;
+            }
+            Settlement::Retry { delay, failure } => {
+                tracing::warn!(
+                    kind = %failure.kind,
+                    delay_ms = delay.as_millis(),
+                    error = %failure.text,
+                    "handler failed; retrying later"
+                );
+                self.schedule_retry(delivery, &failure, delay).await;
+            }
+            Settlement::DeadLetter(failure) => {
+                tracing::warn!(kind = %failure.kind, error = %failure.text, "dead-lettering");
+                self.dead_letter(delivery, &failure).await;
+            }
         }
-        let mut failure = Failure::new(e.kind(), format!("{e:#}"));
-        failure.booking_id = Some(incoming.message.booking_id().to_string());
-        let failures = incoming.attempt;
-        if !e.is_permanent() && self.retry.may_retry(failures) {
-            let delay = self.retry.delay(failures);
-            tracing::warn!(
-                kind = e.kind(),
-                delay_ms = delay.as_millis(),
-                error = %failure.text,
-                "handler failed; retrying later"
-            );
-            self.schedule_retry(delivery, &failure, delay).await;
-            return "retried";
-        }
-        if !e.is_permanent() {
-            failure.last_kind = Some(e.kind());
-            failure.kind = "retries-exhausted".into();
-            failure.text = format!("gave up after {failures} attempts: {}", failure.text);
-        }
-        tracing::warn!(kind = %failure.kind, error = %failure.text, "dead-lettering");
-        self.dead_letter(delivery, &failure).await;
-        "dead_lettered"
+        label
     }
 
     /// Parks the delivery in its queue's retry tier for `delay` (with jitter), then

@@ -27,6 +27,8 @@ mod refusal;
 pub mod retry;
 pub mod service;
 pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod validation;
 
 pub use config::Config;
