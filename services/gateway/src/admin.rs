@@ -103,9 +103,9 @@ async fn overview(
     let q = query(q)?;
     let filter = filter_of(|k| q.get(k).cloned())?;
     let limit = limit(&q)?;
-    let counts = store::counts(&s.rt.pool).await?;
-    let groups = store::groups(&s.rt.pool, &filter).await?;
-    let items = store::list(&s.rt.pool, &filter, limit).await?;
+    let counts = store::counts(&s.pool).await?;
+    let groups = store::groups(&s.pool, &filter).await?;
+    let items = store::list(&s.pool, &filter, limit).await?;
     Ok(Json(
         json!({ "queues": counts, "groups": groups, "items": items }),
     ))
@@ -113,7 +113,7 @@ async fn overview(
 
 async fn show(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<store::Detail>> {
     let id = dead_letter_id(&id)?;
-    store::show(&s.rt.pool, id)
+    store::show(&s.pool, id)
         .await?
         .map(Json)
         .ok_or_else(|| Problem::not_found(format!("no dead letter {id}")))
@@ -141,7 +141,7 @@ async fn edit(
             ));
         }
     };
-    store::edit(&s.rt.pool, id, edit, &operator(&headers))
+    store::edit(&s.pool, id, edit, &operator(&headers))
         .await
         .map_err(problem)?;
     show(State(s), Path(id.to_string())).await
@@ -160,7 +160,7 @@ async fn replay_one(
         Some(_) => return Err(Problem::field("force", "must be true or false")),
     };
     store::replay(
-        &s.rt,
+        s.runtime()?,
         &Selection::One(id),
         &operator(&headers),
         force,
@@ -201,10 +201,16 @@ async fn replay_matching(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<store::ReplayReport>> {
     let selection = selection_of(&headers, body)?;
-    store::replay(&s.rt, &selection, &operator(&headers), false, &mut |_| {})
-        .await
-        .map(Json)
-        .map_err(problem)
+    store::replay(
+        s.runtime()?,
+        &selection,
+        &operator(&headers),
+        false,
+        &mut |_| {},
+    )
+    .await
+    .map(Json)
+    .map_err(problem)
 }
 
 async fn discard_one(
@@ -213,7 +219,7 @@ async fn discard_one(
     headers: HeaderMap,
 ) -> Result<Json<store::Detail>> {
     let id = dead_letter_id(&id)?;
-    store::discard(&s.rt.pool, &Selection::One(id), &operator(&headers))
+    store::discard(&s.pool, &Selection::One(id), &operator(&headers))
         .await
         .map_err(problem)?;
     show(State(s), Path(id.to_string())).await
@@ -225,7 +231,7 @@ async fn discard_matching(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>> {
     let selection = selection_of(&headers, body)?;
-    let n = store::discard(&s.rt.pool, &selection, &operator(&headers))
+    let n = store::discard(&s.pool, &selection, &operator(&headers))
         .await
         .map_err(problem)?;
     Ok(Json(json!({ "discarded": n })))
@@ -238,7 +244,7 @@ async fn drain(
 ) -> Result<Json<store::DrainReport>> {
     let body = json_body(&headers, body)?;
     let queue = body.get("queue").and_then(Value::as_str);
-    store::drain(&s.rt, queue, &mut |_| {})
+    store::drain(s.runtime()?, queue, &mut |_| {})
         .await
         .map(Json)
         .map_err(problem)

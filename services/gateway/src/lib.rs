@@ -9,16 +9,22 @@
 mod admin;
 pub mod auth;
 mod problem;
+mod publisher;
 mod routes;
 mod webhooks;
 
+use std::sync::Arc;
+
 use airline_runtime::Runtime;
+use airline_runtime::config::Config;
 use airline_runtime::outbox::Dispatcher;
 use axum::Router;
+use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use tokio_util::sync::CancellationToken;
 
 pub use problem::Problem;
+pub use publisher::{Publisher, Recorder};
 
 /// The gateway schema's migrations.
 pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
@@ -55,12 +61,57 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("delete", "/v1/webhooks/{id}"),
 ];
 
-/// Shared state of the handlers.
+/// Shared state of the handlers. It needs no broker: commands go to the outbox
+/// and then to a [`Publisher`]; only the routes that work the broker itself
+/// (dead-letter drain and replay, the broker's health) need a [`Runtime`], and
+/// answer 503 without one.
 #[derive(Clone, Debug)]
 pub struct AppState {
-    rt: Runtime,
-    dispatcher: Dispatcher,
-    keys: std::sync::Arc<auth::Keys>,
+    pool: PgPool,
+    config: Arc<Config>,
+    publisher: Arc<dyn Publisher>,
+    runtime: Option<Runtime>,
+    keys: Arc<auth::Keys>,
+}
+
+impl AppState {
+    /// The state of a running gateway: `rt`'s pool, configuration and broker, and
+    /// the outbox `dispatcher` publishing right behind each answer.
+    #[must_use]
+    pub fn new(rt: &Runtime, dispatcher: Dispatcher) -> Self {
+        Self {
+            pool: rt.pool.clone(),
+            config: Arc::new(rt.config.clone()),
+            publisher: Arc::new(dispatcher),
+            runtime: Some(rt.clone()),
+            keys: Arc::default(),
+        }
+    }
+
+    /// A state without a broker (tests): committed outbox rows go to
+    /// `publisher` (a [`Recorder`] lets the test read them), and the relay is
+    /// not running.
+    #[must_use]
+    pub fn without_broker(pool: PgPool, config: Config, publisher: Arc<dyn Publisher>) -> Self {
+        Self {
+            pool,
+            config: Arc::new(config),
+            publisher,
+            runtime: None,
+            keys: Arc::default(),
+        }
+    }
+
+    /// The runtime with its broker, or 503 when this gateway runs without one.
+    pub(crate) fn runtime(&self) -> Result<&Runtime, Problem> {
+        self.runtime.as_ref().ok_or_else(|| {
+            Problem::plain(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "Service unavailable",
+                "this gateway has no broker connection",
+            )
+        })
+    }
 }
 
 /// Runs every migration the gateway's reads depend on, then its own.
@@ -75,13 +126,9 @@ pub async fn migrate(rt: &Runtime) -> anyhow::Result<()> {
     rt.migrate("gateway", &MIGRATIONS).await
 }
 
-/// The router.
-pub fn app(rt: Runtime, dispatcher: Dispatcher) -> Router {
-    routes::router(AppState {
-        rt,
-        dispatcher,
-        keys: std::sync::Arc::default(),
-    })
+/// The router over `state`.
+pub fn app(state: AppState) -> Router {
+    routes::router(state)
 }
 
 /// How long an `Idempotency-Key` answers as the first request did.
@@ -136,7 +183,8 @@ pub async fn run(
     .await?;
     tasks.spawn(forget_idempotency_keys(rt.pool.clone(), relay_stop.clone()));
     let result =
-        airline_runtime::service::serve(app(rt.clone(), dispatcher), listener, shutdown).await;
+        airline_runtime::service::serve(app(AppState::new(rt, dispatcher)), listener, shutdown)
+            .await;
     relay_stop.cancel();
     tasks.close();
     tasks.wait().await;

@@ -1,6 +1,7 @@
 use std::collections::HashMap;
 
-use airline_booking::views::{self, BookingView};
+use airline_booking::saga::State as SagaState;
+use airline_booking::views::{self, BookingView, Status};
 use airline_catalog::flights::{self, Cursor, NewFlight, Search};
 use airline_contracts::messages::{BookingRequested, CancelBooking};
 use airline_contracts::{Message, PaymentToken};
@@ -25,9 +26,22 @@ use crate::{AppState, OPENAPI, Problem};
 type Result<T, E = Problem> = std::result::Result<T, E>;
 
 pub(crate) fn router(state: AppState) -> Router {
-    let cors = cors(&state.rt.config.cors_origins);
+    let cors = cors(&state.config.cors_origins);
+    let health = match &state.runtime {
+        Some(rt) => airline_runtime::service::health_router(rt.clone()),
+        None => Router::new()
+            .route("/healthz", get(health_without_broker))
+            .route("/metrics", get(metrics_without_broker))
+            .with_state(state.clone()),
+    };
+    let admin = axum::middleware::from_fn(crate::auth::require_admin);
     let router = Router::new()
-        .route("/v1/flights", get(search_flights).post(create_flight))
+        .route(
+            "/v1/flights",
+            post(create_flight)
+                .route_layer(admin.clone())
+                .get(search_flights),
+        )
         .route("/v1/flights/{id}", get(get_flight))
         .route("/v1/bookings", get(list_bookings).post(create_booking))
         .route("/v1/bookings/{id}", get(get_booking))
@@ -35,10 +49,10 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/v1/bookings/{id}/cancel", post(cancel))
         .route("/v1/loyalty/{customer_id}", get(get_loyalty))
         .route("/openapi.json", get(openapi))
-        .merge(crate::admin::router())
+        .merge(crate::admin::router().route_layer(admin))
         .merge(crate::webhooks::router())
         .with_state(state.clone())
-        .merge(airline_runtime::service::health_router(state.rt.clone()))
+        .merge(health)
         .fallback(|| async { Problem::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             Problem::plain(
@@ -59,6 +73,30 @@ pub(crate) fn router(state: AppState) -> Router {
     router
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(request_context))
+}
+
+/// `/healthz` of a gateway without a broker: the same answer as a gateway whose
+/// broker is down.
+async fn health_without_broker(State(s): State<AppState>) -> (StatusCode, Json<Value>) {
+    let database = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        sqlx::query("SELECT 1").execute(&s.pool),
+    )
+    .await
+    .is_ok_and(|r| r.is_ok());
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({
+            "status": "unavailable",
+            "broker": "down",
+            "database": if database { "up" } else { "down" },
+        })),
+    )
+}
+
+/// `/metrics` of a gateway without a broker: the metrics read the runtime.
+async fn metrics_without_broker(State(s): State<AppState>) -> Result<Response> {
+    s.runtime().map(|_| StatusCode::NO_CONTENT.into_response())
 }
 
 /// CORS for the configured origins (`AIRLINE_CORS_ORIGINS`); none: no CORS headers
@@ -248,7 +286,7 @@ async fn create_flight(
 ) -> Result<Response> {
     let body = json_body(&headers, body)?;
     let new = NewFlight::from_json(&body).map_err(Problem::invalid)?;
-    let flight = flights::create(&s.rt.pool, &new).await?;
+    let flight = flights::create(&s.pool, &new).await?;
     let body = serde_json::to_value(&flight).map_err(|e| Problem::internal(&e.into()))?;
     Ok(created(
         format!("/v1/flights/{}", flight.id),
@@ -262,7 +300,7 @@ async fn get_flight(
     Path(id): Path<String>,
 ) -> Result<Json<flights::Flight>> {
     let id = path_uuid("id", &id)?;
-    flights::get(&s.rt.pool, id)
+    flights::get(&s.pool, id)
         .await?
         .map(Json)
         .ok_or_else(|| Problem::not_found(format!("no flight {id}")))
@@ -303,7 +341,7 @@ async fn search_flights(
         limit: limit(&q)?,
         cursor,
     };
-    Ok(Json(flights::search(&s.rt.pool, &search).await?))
+    Ok(Json(flights::search(&s.pool, &search).await?))
 }
 
 async fn create_booking(
@@ -328,7 +366,7 @@ async fn create_booking(
         return Err(Problem::field("(body)", "is incomplete"));
     };
     let idempotency_key = idempotency_key(&headers)?;
-    if flights::get(&s.rt.pool, flight_id).await?.is_none() {
+    if flights::get(&s.pool, flight_id).await?.is_none() {
         return Err(Problem::unprocessable(
             "outboundFlightId",
             format!("no flight {flight_id}"),
@@ -336,7 +374,7 @@ async fn create_booking(
     }
     let booking_id = Uuid::now_v7();
     let requested_at = OffsetDateTime::now_utc();
-    let mut tx = s.rt.pool.begin().await?;
+    let mut tx = s.pool.begin().await?;
     if let Some(key) = &idempotency_key {
         let fingerprint =
             fingerprint(&[&flight_id.to_string(), &customer_id, payment_token.expose()]);
@@ -372,8 +410,7 @@ async fn create_booking(
     let pending = outbox::enqueue(&mut tx, "gateway", &request_id.cause(), &message).await?;
     tx.commit().await?;
     // Durable from here: answer now, publish right behind the answer.
-    let dispatcher = s.dispatcher.clone();
-    tokio::spawn(async move { dispatcher.dispatch(&[pending]).await });
+    s.publisher.publish(pending);
     tracing::info!(booking_id = %booking_id, "booking accepted");
     Ok(created(
         format!("/v1/bookings/{booking_id}"),
@@ -472,7 +509,7 @@ async fn owned(s: &AppState, caller: &Caller, id: Uuid) -> Result<()> {
     let owner: Option<Option<Uuid>> =
         sqlx::query_scalar("SELECT api_key_id FROM gateway.booking_requests WHERE id = $1")
             .bind(id)
-            .fetch_optional(&s.rt.pool)
+            .fetch_optional(&s.pool)
             .await?;
     if owner.flatten() == Some(caller.key_id) {
         Ok(())
@@ -498,7 +535,7 @@ async fn cancel(
             StatusCode::ACCEPTED,
         )
     };
-    let mut tx = s.rt.pool.begin().await?;
+    let mut tx = s.pool.begin().await?;
     if let Some(key) = &idempotency_key
         && let Claim::Repeat(first) =
             claim(&mut tx, &caller, "cancel", key, &id.to_string(), id).await?
@@ -515,14 +552,13 @@ async fn cancel(
             .await?;
     let Some(state) = state else {
         return Err(if owned_request(&mut tx, id).await? {
-            conflict(id, "PENDING")
+            conflict(id, Status::NOT_STARTED)
         } else {
             Problem::not_found(format!("no booking {id}"))
         });
     };
-    let status = airline_booking::saga::State::parse(&state)
-        .map_or("PENDING", airline_booking::saga::State::status);
-    if status != "CONFIRMED" {
+    let status = SagaState::parse(&state).map_or(Status::NOT_STARTED, Status::of);
+    if status != Status::Confirmed {
         return Err(conflict(id, status));
     }
     let first = sqlx::query(
@@ -536,7 +572,7 @@ async fn cancel(
     .rows_affected()
         == 1;
     if !first {
-        return Err(conflict(id, "CANCELLING"));
+        return Err(conflict(id, Status::Cancelling));
     }
     let message = Message::CancelBooking(CancelBooking {
         booking_id: id,
@@ -544,8 +580,7 @@ async fn cancel(
     });
     let pending = outbox::enqueue(&mut tx, "gateway", &request_id.cause(), &message).await?;
     tx.commit().await?;
-    let dispatcher = s.dispatcher.clone();
-    tokio::spawn(async move { dispatcher.dispatch(&[pending]).await });
+    s.publisher.publish(pending);
     tracing::info!(booking_id = %id, "cancellation accepted");
     Ok(accepted(id))
 }
@@ -560,11 +595,11 @@ async fn owned_request(tx: &mut sqlx::PgConnection, id: Uuid) -> Result<bool> {
     )
 }
 
-fn conflict(id: Uuid, status: &str) -> Problem {
+fn conflict(id: Uuid, status: Status) -> Problem {
     let reason = match status {
-        "CANCELLING" => "its cancellation is under way".to_owned(),
-        "CANCELLED" => "it is cancelled already".to_owned(),
-        "FAILED" => "it failed and was never charged or was refunded".to_owned(),
+        Status::Cancelling => "its cancellation is under way".to_owned(),
+        Status::Cancelled => "it is cancelled already".to_owned(),
+        Status::Failed => "it failed and was never charged or was refunded".to_owned(),
         other => format!("it is {other}; only a CONFIRMED booking can be cancelled"),
     };
     Problem::plain(
@@ -584,7 +619,7 @@ async fn check_in(
     let Some(view) = view_of(&s, id).await? else {
         return Err(Problem::not_found(format!("no booking {id}")));
     };
-    if view.status != "CONFIRMED" {
+    if view.status != Status::Confirmed {
         return Err(Problem::plain(
             StatusCode::CONFLICT,
             "Cannot check in",
@@ -594,7 +629,7 @@ async fn check_in(
             ),
         ));
     }
-    let departure = flights::get(&s.rt.pool, view.outbound_flight_id)
+    let departure = flights::get(&s.pool, view.outbound_flight_id)
         .await?
         .map(|f| f.departure_date);
     if departure.is_none_or(|d| d <= OffsetDateTime::now_utc()) {
@@ -604,8 +639,8 @@ async fn check_in(
             format!("the flight of booking {id} has departed"),
         ));
     }
-    views::check_in(&s.rt.pool, id).await?;
-    views::get(&s.rt.pool, id)
+    views::check_in(&s.pool, id).await?;
+    views::get(&s.pool, id)
         .await?
         .map(Json)
         .ok_or_else(|| Problem::not_found(format!("no booking {id}")))
@@ -615,21 +650,23 @@ async fn check_in(
 /// cancellation the gateway has accepted reads CANCELLING at once, as the 202 said,
 /// before the saga has taken the `booking.cancel` command.
 async fn view_of(s: &AppState, id: Uuid) -> Result<Option<BookingView>> {
-    let Some(mut view) = views::get(&s.rt.pool, id).await? else {
-        return Ok(None);
-    };
-    if view.status == "CONFIRMED" {
-        let requested: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM gateway.cancel_requests WHERE booking_id = $1)",
-        )
-        .bind(id)
-        .fetch_one(&s.rt.pool)
-        .await?;
-        if requested {
-            "CANCELLING".clone_into(&mut view.status);
-        }
-    }
-    Ok(Some(view))
+    let sql = format!(
+        "SELECT {cols}, {CANCEL_REQUESTED} FROM booking.bookings b WHERE id = $1",
+        cols = views::VIEW_COLUMNS
+    );
+    let row = sqlx::query(&sql).bind(id).fetch_optional(&s.pool).await?;
+    Ok(row.as_ref().map(seen).transpose()?)
+}
+
+/// Whether the gateway accepted a cancellation of booking `b`, as a column.
+const CANCEL_REQUESTED: &str = "EXISTS (SELECT 1 FROM gateway.cancel_requests c
+                                 WHERE c.booking_id = b.id) AS cancel_requested";
+
+/// A row with [`views::VIEW_COLUMNS`] and [`CANCEL_REQUESTED`], as the client sees
+/// it ([`Status::seen`]).
+fn seen(row: &sqlx::postgres::PgRow) -> sqlx::Result<BookingView> {
+    use sqlx::Row as _;
+    views::from_row_seen(row, row.try_get("cancel_requested")?)
 }
 
 async fn get_booking(
@@ -644,7 +681,7 @@ async fn get_booking(
         "SELECT customer_id, outbound_flight_id, created_at FROM gateway.booking_requests WHERE id = $1",
     )
     .bind(id)
-    .fetch_optional(&s.rt.pool)
+    .fetch_optional(&s.pool)
     .await?;
     row.map(|(customer, flight, at)| Json(BookingView::pending(id, customer, flight, at)))
         .ok_or_else(|| Problem::not_found(format!("no booking {id}")))
@@ -660,15 +697,17 @@ async fn list_bookings(
         .map(|c| c.trim())
         .filter(|c| !c.is_empty() && c.chars().count() <= 128)
         .ok_or_else(|| Problem::field("customerId", "is required, 1 to 128 characters"))?;
-    let status = q.get("status").map(String::as_str);
-    if let Some(st) = status
-        && !["PENDING", "CONFIRMED", "FAILED", "CANCELLING", "CANCELLED"].contains(&st)
-    {
-        return Err(Problem::field(
-            "status",
-            "must be PENDING, CONFIRMED, FAILED, CANCELLING or CANCELLED",
-        ));
-    }
+    let status = q
+        .get("status")
+        .map(|st| {
+            Status::parse(st).ok_or_else(|| {
+                Problem::field(
+                    "status",
+                    "must be PENDING, CONFIRMED, FAILED, CANCELLING or CANCELLED",
+                )
+            })
+        })
+        .transpose()?;
     let cursor = q
         .get("cursor")
         .map(|c| {
@@ -678,46 +717,38 @@ async fn list_bookings(
         .transpose()?;
     let limit = limit(&q)?;
     // Bookings whose saga has started, and those the gateway accepted whose saga has
-    // not started yet (they read PENDING), newest first.
+    // not started yet (a NULL state), newest first. Which states read as the
+    // wanted status is the booking crate's rule (Status::states).
     let sql = format!(
         "SELECT * FROM (
-             SELECT {cols} FROM booking.bookings b WHERE customer_id = $1
+             SELECT {cols}, {CANCEL_REQUESTED} FROM booking.bookings b WHERE customer_id = $1
              UNION ALL
-             SELECT r.id, 'REQUESTED' AS state, r.outbound_flight_id, r.customer_id, NULL, NULL, false,
-                    r.created_at, r.created_at
+             SELECT r.id, NULL::text AS state, r.outbound_flight_id, r.customer_id, NULL, NULL,
+                    false, r.created_at, r.created_at, false
                FROM gateway.booking_requests r
               WHERE r.customer_id = $1
                 AND NOT EXISTS (SELECT 1 FROM booking.bookings b WHERE b.id = r.id)
          ) all_bookings
-         WHERE ($2::text IS NULL
-                OR ($2 = 'PENDING' AND state NOT IN ('CONFIRMED', 'FAILED', 'CANCELLED',
-                                                      'CANCEL_REFUNDING', 'CANCEL_RELEASING_SEAT'))
-                OR ($2 = 'CANCELLING' AND state IN ('CANCEL_REFUNDING', 'CANCEL_RELEASING_SEAT'))
-                OR state = $2)
-           AND ($3::uuid IS NULL OR id < $3)
+         WHERE (NOT $2
+                OR (state IS NULL AND $3)
+                OR (NOT cancel_requested AND state = ANY($4::text[]))
+                OR (cancel_requested AND state = ANY($5::text[])))
+           AND ($6::uuid IS NULL OR id < $6)
          ORDER BY id DESC
-         LIMIT $4",
-        // A CONFIRMED booking whose cancellation was accepted reads CANCELLING, as
-        // in view_of.
-        cols = views::VIEW_COLUMNS.replacen(
-            "state",
-            "CASE WHEN b.state = 'CONFIRMED' AND EXISTS (
-                      SELECT 1 FROM gateway.cancel_requests c WHERE c.booking_id = b.id)
-                  THEN 'CANCEL_REFUNDING' ELSE b.state END AS state",
-            1
-        )
+         LIMIT $7",
+        cols = views::VIEW_COLUMNS,
     );
     let rows = sqlx::query(&sql)
         .bind(customer_id)
-        .bind(status)
+        .bind(status.is_some())
+        .bind(status == Some(Status::NOT_STARTED))
+        .bind(status.map(|st| st.states(false)).unwrap_or_default())
+        .bind(status.map(|st| st.states(true)).unwrap_or_default())
         .bind(cursor)
         .bind(limit + 1)
-        .fetch_all(&s.rt.pool)
+        .fetch_all(&s.pool)
         .await?;
-    let mut items = rows
-        .iter()
-        .map(views::from_row)
-        .collect::<sqlx::Result<Vec<_>>>()?;
+    let mut items = rows.iter().map(seen).collect::<sqlx::Result<Vec<_>>>()?;
     let page = usize::try_from(limit).unwrap_or(20);
     let more = items.len() > page;
     items.truncate(page);
@@ -740,7 +771,5 @@ async fn get_loyalty(
             "must have 1 to 128 characters",
         ));
     }
-    Ok(Json(
-        airline_loyalty::profile(&s.rt.pool, &customer_id).await?,
-    ))
+    Ok(Json(airline_loyalty::profile(&s.pool, &customer_id).await?))
 }

@@ -65,10 +65,10 @@ async fn create(
 ) -> Result<Response> {
     let body = json_body(&headers, body)?;
     let (url, events) = new_endpoint(&body)?;
-    destination::vet(&url, s.rt.config.webhook_allow_private)
+    destination::vet(&url, s.config.webhook_allow_private)
         .await
         .map_err(|refusal: Refusal| Problem::unprocessable("url", refusal.to_string()))?;
-    let (endpoint, secret) = endpoints::create(&s.rt.pool, caller.key_id, &url, &events).await?;
+    let (endpoint, secret) = endpoints::create(&s.pool, caller.key_id, &url, &events).await?;
     tracing::info!(endpoint = %endpoint.id, key = %caller.name, "webhook endpoint created");
     let mut body = shown(&endpoint)?;
     body["secret"] = json!(secret.expose());
@@ -87,7 +87,7 @@ async fn list(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
 ) -> Result<Json<Value>> {
-    let items = endpoints::list(&s.rt.pool, caller.key_id).await?;
+    let items = endpoints::list(&s.pool, caller.key_id).await?;
     Ok(Json(json!({ "items": items })))
 }
 
@@ -97,7 +97,7 @@ async fn show(
     Path(id): Path<String>,
 ) -> Result<Json<Endpoint>> {
     let id = path_uuid("id", &id)?;
-    endpoints::get(&s.rt.pool, caller.key_id, id)
+    endpoints::get(&s.pool, caller.key_id, id)
         .await?
         .map(Json)
         .ok_or_else(|| Problem::not_found(format!("no webhook endpoint {id}")))
@@ -109,7 +109,7 @@ async fn remove(
     Path(id): Path<String>,
 ) -> Result<StatusCode> {
     let id = path_uuid("id", &id)?;
-    if endpoints::delete(&s.rt.pool, caller.key_id, id).await? {
+    if endpoints::delete(&s.pool, caller.key_id, id).await? {
         tracing::info!(endpoint = %id, key = %caller.name, "webhook endpoint deleted");
         Ok(StatusCode::NO_CONTENT)
     } else {
