@@ -8,6 +8,7 @@
 
 mod admin;
 pub mod auth;
+mod extract;
 mod problem;
 mod publisher;
 mod routes;

@@ -6,7 +6,7 @@ use airline_catalog::flights::{self, Cursor, NewFlight, Search};
 use airline_contracts::messages::{BookingRequested, CancelBooking};
 use airline_contracts::{Message, PaymentToken};
 use airline_runtime::outbox::{self, Cause};
-use airline_runtime::validation::{Fields, is_code3};
+use airline_runtime::validation::{FieldError, is_code3};
 use axum::body::Bytes;
 use axum::extract::DefaultBodyLimit;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
@@ -21,6 +21,7 @@ use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::auth::{Caller, Scope};
+use crate::extract::{Body, Checked, PathId, text};
 use crate::{AppState, OPENAPI, Problem};
 
 type Result<T, E = Problem> = std::result::Result<T, E>;
@@ -235,10 +236,6 @@ pub(crate) fn json_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>
         .map_err(|e| Problem::field("(body)", format!("is not valid JSON: {e}")))
 }
 
-pub(crate) fn path_uuid(name: &str, raw: &str) -> Result<Uuid> {
-    Uuid::parse_str(raw).map_err(|_| Problem::field(name, "must be a UUID"))
-}
-
 pub(crate) fn query(
     q: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<HashMap<String, String>> {
@@ -279,13 +276,16 @@ fn created(location: String, body: Value, status: StatusCode) -> Response {
     response
 }
 
-async fn create_flight(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response> {
-    let body = json_body(&headers, body)?;
-    let new = NewFlight::from_json(&body).map_err(Problem::invalid)?;
+impl Checked for NewFlight {
+    // The catalog's own check reads the JSON and names every field at fault.
+    type Raw = Value;
+
+    fn check(raw: Value) -> Result<Self> {
+        Self::from_json(&raw).map_err(Problem::invalid)
+    }
+}
+
+async fn create_flight(State(s): State<AppState>, Body(new): Body<NewFlight>) -> Result<Response> {
     let flight = flights::create(&s.pool, &new).await?;
     let body = serde_json::to_value(&flight).map_err(|e| Problem::internal(&e.into()))?;
     Ok(created(
@@ -297,9 +297,8 @@ async fn create_flight(
 
 async fn get_flight(
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<flights::Flight>> {
-    let id = path_uuid("id", &id)?;
     flights::get(&s.pool, id)
         .await?
         .map(Json)
@@ -344,27 +343,65 @@ async fn search_flights(
     Ok(Json(flights::search(&s.pool, &search).await?))
 }
 
+/// The body of `POST /v1/bookings`, checked.
+#[derive(Debug)]
+struct NewBooking {
+    outbound_flight_id: Uuid,
+    customer_id: String,
+    payment_token: PaymentToken,
+}
+
+/// The body of `POST /v1/bookings` as sent.
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct NewBookingJson {
+    outbound_flight_id: Option<String>,
+    customer_id: Option<String>,
+    payment_token: Option<String>,
+}
+
+impl Checked for NewBooking {
+    type Raw = NewBookingJson;
+
+    fn check(raw: NewBookingJson) -> Result<Self> {
+        let mut errors = Vec::new();
+        let flight = text(&mut errors, "outboundFlightId", raw.outbound_flight_id, 64);
+        let outbound_flight_id = flight.and_then(|id| {
+            Uuid::parse_str(&id)
+                .map_err(|_| errors.push(FieldError::new("outboundFlightId", "must be a UUID")))
+                .ok()
+        });
+        let customer_id = text(&mut errors, "customerId", raw.customer_id, 128);
+        let token = text(&mut errors, "paymentToken", raw.payment_token, 64);
+        let payment_token = token.and_then(|t| {
+            PaymentToken::parse(&t)
+                .map_err(|e| errors.push(FieldError::new("paymentToken", e.to_string())))
+                .ok()
+        });
+        match (outbound_flight_id, customer_id, payment_token) {
+            (Some(outbound_flight_id), Some(customer_id), Some(payment_token)) => Ok(Self {
+                outbound_flight_id,
+                customer_id,
+                payment_token,
+            }),
+            // Each missing value has recorded why.
+            _ => Err(Problem::invalid(errors)),
+        }
+    }
+}
+
 async fn create_booking(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
     Extension(request_id): Extension<RequestId>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    Body(new): Body<NewBooking>,
 ) -> Result<Response> {
-    let body = json_body(&headers, body)?;
-    let mut f = Fields::new(&body);
-    let flight_id = f.uuid("outboundFlightId");
-    let customer_id = f.string("customerId", 128);
-    let token = f.string("paymentToken", 64).and_then(|raw| {
-        PaymentToken::parse(&raw)
-            .map_err(|e| f.error("paymentToken", e.to_string()))
-            .ok()
-    });
-    f.finish().map_err(Problem::invalid)?;
-    let (Some(flight_id), Some(customer_id), Some(payment_token)) = (flight_id, customer_id, token)
-    else {
-        return Err(Problem::field("(body)", "is incomplete"));
-    };
+    let NewBooking {
+        outbound_flight_id: flight_id,
+        customer_id,
+        payment_token,
+    } = new;
     let idempotency_key = idempotency_key(&headers)?;
     if flights::get(&s.pool, flight_id).await?.is_none() {
         return Err(Problem::unprocessable(
@@ -523,9 +560,8 @@ async fn cancel(
     Extension(caller): Extension<Caller>,
     Extension(request_id): Extension<RequestId>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Response> {
-    let id = path_uuid("id", &id)?;
     let idempotency_key = idempotency_key(&headers)?;
     owned(&s, &caller, id).await?;
     let accepted = |id: Uuid| {
@@ -612,9 +648,8 @@ fn conflict(id: Uuid, status: Status) -> Problem {
 async fn check_in(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<BookingView>> {
-    let id = path_uuid("id", &id)?;
     owned(&s, &caller, id).await?;
     let Some(view) = view_of(&s, id).await? else {
         return Err(Problem::not_found(format!("no booking {id}")));
@@ -669,11 +704,7 @@ fn seen(row: &sqlx::postgres::PgRow) -> sqlx::Result<BookingView> {
     views::from_row_seen(row, row.try_get("cancel_requested")?)
 }
 
-async fn get_booking(
-    State(s): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Json<BookingView>> {
-    let id = path_uuid("id", &id)?;
+async fn get_booking(State(s): State<AppState>, PathId(id): PathId) -> Result<Json<BookingView>> {
     if let Some(view) = view_of(&s, id).await? {
         return Ok(Json(view));
     }

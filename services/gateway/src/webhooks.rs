@@ -6,17 +6,16 @@
 use airline_notify::destination::{self, Refusal, WebhookUrl};
 use airline_notify::endpoints::{self, Endpoint, EventTypes};
 use airline_runtime::validation::FieldError;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use serde_json::{Value, json};
 
 use crate::auth::Caller;
-use crate::routes::{json_body, no_nul, path_uuid};
+use crate::extract::{Body, Checked, PathId};
+use crate::routes::no_nul;
 use crate::{AppState, Problem};
 
 type Result<T, E = Problem> = std::result::Result<T, E>;
@@ -57,14 +56,24 @@ fn new_endpoint(body: &Value) -> Result<(WebhookUrl, EventTypes)> {
     }
 }
 
+/// The body of `POST /v1/webhooks`, checked.
+#[derive(Debug)]
+struct NewEndpoint(WebhookUrl, EventTypes);
+
+impl Checked for NewEndpoint {
+    // The event list's rules read JSON ([`EventTypes::parse`]).
+    type Raw = Value;
+
+    fn check(raw: Value) -> Result<Self> {
+        new_endpoint(&raw).map(|(url, events)| Self(url, events))
+    }
+}
+
 async fn create(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    Body(NewEndpoint(url, events)): Body<NewEndpoint>,
 ) -> Result<Response> {
-    let body = json_body(&headers, body)?;
-    let (url, events) = new_endpoint(&body)?;
     destination::vet(&url, s.config.webhook_allow_private)
         .await
         .map_err(|refusal: Refusal| Problem::unprocessable("url", refusal.to_string()))?;
@@ -94,9 +103,8 @@ async fn list(
 async fn show(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<Endpoint>> {
-    let id = path_uuid("id", &id)?;
     endpoints::get(&s.pool, caller.key_id, id)
         .await?
         .map(Json)
@@ -106,9 +114,8 @@ async fn show(
 async fn remove(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<StatusCode> {
-    let id = path_uuid("id", &id)?;
     if endpoints::delete(&s.pool, caller.key_id, id).await? {
         tracing::info!(endpoint = %id, key = %caller.name, "webhook endpoint deleted");
         Ok(StatusCode::NO_CONTENT)

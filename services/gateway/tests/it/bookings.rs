@@ -239,3 +239,48 @@ async fn the_list_filters_by_the_status_a_client_sees() {
     let one = gw.get(&format!("/v1/bookings/{}", made[5])).await.json();
     assert_eq!(one["status"], "CANCELLING");
 }
+
+#[tokio::test]
+async fn a_body_is_refused_naming_every_field_at_fault() {
+    let gw = gateway().await;
+    let p = gw.post("/v1/bookings", &json!({})).await.problem(400);
+    for field in ["outboundFlightId", "customerId", "paymentToken"] {
+        assert!(names_field(&p, field), "{field}: {p}");
+    }
+    let p = gw
+        .post(
+            "/v1/bookings",
+            &json!({ "outboundFlightId": "x", "customerId": "c", "paymentToken": "visa" }),
+        )
+        .await
+        .problem(400);
+    assert!(
+        names_field(&p, "outboundFlightId") && names_field(&p, "paymentToken"),
+        "{p}"
+    );
+    let p = gw
+        .post(
+            "/v1/bookings",
+            &json!({ "outboundFlightId": Uuid::now_v7(), "customerId": 7, "paymentToken": "tok_visa" }),
+        )
+        .await
+        .problem(400);
+    assert!(
+        names_field(&p, "customerId"),
+        "a wrong JSON type is named: {p}"
+    );
+    let p = gw.post("/v1/bookings", &json!([1, 2])).await.problem(400);
+    assert!(names_field(&p, "(body)"), "{p}");
+    let huge = format!("{{\"customerId\": \"{}\"}}", "x".repeat(70 * 1024));
+    gw.admin(Call::new(Method::POST, "/v1/bookings").raw("application/json", huge))
+        .await
+        .problem(413);
+    let p = gw.get("/v1/webhooks/not-a-uuid").await.problem(400);
+    assert!(names_field(&p, "id"), "{p}");
+    let p = gw
+        .admin(Call::new(Method::POST, "/v1/bookings/not-a-uuid/cancel"))
+        .await
+        .problem(400);
+    assert!(names_field(&p, "id"), "{p}");
+    assert!(gw.recorder.published().is_empty());
+}
