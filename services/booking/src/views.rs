@@ -5,11 +5,13 @@ use sqlx::{PgExecutor, Row};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use airline_contracts::FailureReason;
+
 use crate::saga::State;
 
 /// The status a client sees of a booking: the one place that maps the saga's
 /// states to it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Status {
     /// Accepted; the booking saga has not ended (or not started).
@@ -111,18 +113,93 @@ pub fn terminal_states() -> Vec<&'static str> {
         .collect()
 }
 
+/// The schema of [`BookingView::failure_reason`]: null, or one of the contracts'
+/// [`FailureReason`] codes, read from its serde definition so that a new reason
+/// is documented the moment it exists.
+fn failure_reason_schema() -> utoipa::openapi::Object {
+    let mut codes: Vec<serde_json::Value> = serde_variants::<FailureReason>()
+        .into_iter()
+        .map(serde_json::Value::from)
+        .collect();
+    codes.push(serde_json::Value::Null);
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+            utoipa::openapi::Type::String,
+            utoipa::openapi::Type::Null,
+        ]))
+        .enum_values(Some(codes))
+        .description(Some("A stable code once FAILED."))
+        .build()
+}
+
+/// The names an enum's variants have in JSON, as its `Deserialize` declares them.
+fn serde_variants<'de, T: serde::Deserialize<'de>>() -> Vec<&'static str> {
+    /// A deserializer that only asks the enum for its variants' names.
+    struct Variants(Vec<&'static str>);
+
+    #[derive(Debug)]
+    struct Stop;
+
+    impl std::fmt::Display for Stop {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("variants read")
+        }
+    }
+
+    impl std::error::Error for Stop {}
+
+    impl serde::de::Error for Stop {
+        fn custom<M: std::fmt::Display>(_: M) -> Self {
+            Self
+        }
+    }
+
+    impl<'de> serde::Deserializer<'de> for &mut Variants {
+        type Error = Stop;
+
+        fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
+            Err(Stop)
+        }
+
+        fn deserialize_enum<V: serde::de::Visitor<'de>>(
+            self,
+            _name: &'static str,
+            variants: &'static [&'static str],
+            _visitor: V,
+        ) -> Result<V::Value, Stop> {
+            self.0.extend_from_slice(variants);
+            Err(Stop)
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+            bytes byte_buf option unit unit_struct newtype_struct seq tuple
+            tuple_struct map struct identifier ignored_any
+        }
+    }
+
+    let mut variants = Variants(Vec::new());
+    let _ = T::deserialize(&mut variants);
+    variants.0
+}
+
 /// A booking as `GET /v1/bookings/{id}` shows it. The payment token is never part
 /// of it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = Booking)]
 pub struct BookingView {
     pub id: Uuid,
     /// What the client sees of its saga.
     pub status: Status,
     pub outbound_flight_id: Uuid,
+    #[schema(min_length = 1, max_length = 128)]
     pub customer_id: String,
+    /// Six characters, once CONFIRMED.
+    #[schema(pattern = "^[A-Z2-9]{6}$")]
     pub booking_reference: Option<String>,
     /// A stable code (SOLD_OUT, PAYMENT_DECLINED, ...) once FAILED.
+    #[schema(schema_with = failure_reason_schema)]
     pub failure_reason: Option<String>,
     pub checked_in: bool,
     #[serde(with = "time::serde::rfc3339")]
@@ -248,5 +325,13 @@ mod tests {
         assert_eq!(terminal_states(), ["CONFIRMED", "FAILED", "CANCELLED"]);
         assert_eq!(Status::parse("CANCELLING"), Some(Status::Cancelling));
         assert_eq!(Status::parse("REQUESTED"), None);
+        let reasons = serde_variants::<FailureReason>();
+        assert!(reasons.contains(&"PAYMENT_TIMED_OUT") && reasons.contains(&"SOLD_OUT"));
+        assert!(
+            reasons
+                .iter()
+                .all(|r| FailureReason::parse(r).is_some_and(|f| f.as_str() == *r)),
+            "{reasons:?}"
+        );
     }
 }

@@ -9,9 +9,10 @@ use airline_runtime::validation::FieldError;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use serde_json::{Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Caller;
 use crate::extract::{Body, Checked, PathId};
@@ -20,10 +21,10 @@ use crate::{AppState, Problem};
 
 type Result<T, E = Problem> = std::result::Result<T, E>;
 
-pub(crate) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/webhooks", get(list).post(create))
-        .route("/v1/webhooks/{id}", get(show).delete(remove))
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(show, remove))
 }
 
 /// The body of `POST /v1/webhooks`, checked: every field at fault is named.
@@ -58,7 +59,7 @@ fn new_endpoint(body: &Value) -> Result<(WebhookUrl, EventTypes)> {
 
 /// The body of `POST /v1/webhooks`, checked.
 #[derive(Debug)]
-struct NewEndpoint(WebhookUrl, EventTypes);
+pub(crate) struct NewEndpoint(WebhookUrl, EventTypes);
 
 impl Checked for NewEndpoint {
     // The event list's rules read JSON ([`EventTypes::parse`]).
@@ -69,7 +70,22 @@ impl Checked for NewEndpoint {
     }
 }
 
-async fn create(
+/// Register a webhook endpoint
+///
+/// The answer carries the signing secret, once.
+#[utoipa::path(
+    post, path = "/v1/webhooks", operation_id = "createWebhookEndpoint", tag = "webhooks",
+    request_body(content = crate::openapi::NewWebhookBody, description = "Sent as application/json; any other Content-Type is answered 415."),
+    responses(
+        (status = 201, description = "Created; the secret is shown this once.", body = crate::openapi::WebhookCreated,
+         headers(("Location" = String, description = "Path of the endpoint."))),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 422, response = crate::openapi::Unprocessable),
+    )
+)]
+pub(crate) async fn create(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
     Body(NewEndpoint(url, events)): Body<NewEndpoint>,
@@ -92,7 +108,12 @@ fn shown(endpoint: &Endpoint) -> Result<Value> {
     serde_json::to_value(endpoint).map_err(|e| Problem::internal(&e.into()))
 }
 
-async fn list(
+/// The calling key's webhook endpoints
+#[utoipa::path(
+    get, path = "/v1/webhooks", operation_id = "listWebhookEndpoints", tag = "webhooks",
+    responses((status = 200, description = "Its endpoints.", body = crate::openapi::WebhookList))
+)]
+pub(crate) async fn list(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
 ) -> Result<Json<Value>> {
@@ -100,7 +121,17 @@ async fn list(
     Ok(Json(json!({ "items": items })))
 }
 
-async fn show(
+/// One webhook endpoint and how its deliveries go
+#[utoipa::path(
+    get, path = "/v1/webhooks/{id}", operation_id = "getWebhookEndpoint", tag = "webhooks",
+    params(("id" = Uuid, Path, description = "The webhook endpoint's id.")),
+    responses(
+        (status = 200, description = "The endpoint.", body = Endpoint),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 404, response = crate::openapi::NotFound),
+    )
+)]
+pub(crate) async fn show(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
     PathId(id): PathId,
@@ -111,7 +142,17 @@ async fn show(
         .ok_or_else(|| Problem::not_found(format!("no webhook endpoint {id}")))
 }
 
-async fn remove(
+/// Delete a webhook endpoint
+#[utoipa::path(
+    delete, path = "/v1/webhooks/{id}", operation_id = "deleteWebhookEndpoint", tag = "webhooks",
+    params(("id" = Uuid, Path, description = "The webhook endpoint's id.")),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 404, response = crate::openapi::NotFound),
+    )
+)]
+pub(crate) async fn remove(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
     PathId(id): PathId,

@@ -88,27 +88,10 @@ async fn health_and_openapi_are_served() {
         health,
         json!({ "status": "ok", "broker": "up", "database": "up" })
     );
+    // The document itself, and that it lists every route, are tested on the
+    // gateway alone (services/gateway/tests/it/openapi.rs).
     let doc = app.get_json("/openapi.json").await;
-    for (method, path) in airline_gateway::ROUTES {
-        assert!(
-            doc["paths"][path][method].is_object(),
-            "{method} {path} is documented"
-        );
-    }
-    let documented: usize = doc["paths"]
-        .as_object()
-        .expect("paths")
-        .values()
-        .map(|p| {
-            p.as_object()
-                .map_or(0, |m| m.keys().filter(|k| *k != "parameters").count())
-        })
-        .sum();
-    assert_eq!(
-        documented,
-        airline_gateway::ROUTES.len(),
-        "the document lists no route the gateway does not serve"
-    );
+    assert!(doc["paths"]["/v1/bookings"]["post"].is_object());
 
     let huge = format!("{{\"customerId\": \"{}\"}}", "x".repeat(3 * 1024 * 1024));
     let response = app

@@ -7,3 +7,4 @@ mod bookings;
 mod edge;
 mod flights;
 mod helpers;
+mod openapi;
