@@ -54,53 +54,95 @@ impl QueueSpec {
     }
 }
 
+/// `booking.requested`: starts a saga (booking).
+pub const BOOKING_REQUESTED: QueueSpec = q("booking.requested", "booking", &["booking.requested"]);
+/// `flight.reserve-seat` (catalog).
+pub const RESERVE_SEAT: QueueSpec = q("flight.reserve-seat", "catalog", &["flight.reserve-seat"]);
+/// `flight.release-seat` (catalog).
+pub const RELEASE_SEAT: QueueSpec = q("flight.release-seat", "catalog", &["flight.release-seat"]);
+/// `flight.seat-reserved`: a reply to the saga (booking).
+pub const SEAT_RESERVED: QueueSpec =
+    q("flight.seat-reserved", "booking", &["flight.seat-reserved"]);
+/// `flight.seat-unavailable`: a reply to the saga (booking).
+pub const SEAT_UNAVAILABLE: QueueSpec = q(
+    "flight.seat-unavailable",
+    "booking",
+    &["flight.seat-unavailable"],
+);
+/// `flight.released`: a reply to the saga (booking).
+pub const SEAT_RELEASED: QueueSpec = q("flight.released", "booking", &["flight.released"]);
+/// `payment.collect` (payment).
+pub const COLLECT_PAYMENT: QueueSpec = q("payment.collect", "payment", &["payment.collect"]);
+/// `payment.refund` (payment).
+pub const REFUND_PAYMENT: QueueSpec = q("payment.refund", "payment", &["payment.refund"]);
+/// `payment.collected`: a reply to the saga (booking).
+pub const PAYMENT_COLLECTED: QueueSpec = q("payment.collected", "booking", &["payment.collected"]);
+/// `payment.declined`: a reply to the saga (booking).
+pub const PAYMENT_DECLINED: QueueSpec = q("payment.declined", "booking", &["payment.declined"]);
+/// `payment.refunded`: a reply to the saga (booking).
+pub const PAYMENT_REFUNDED: QueueSpec = q("payment.refunded", "booking", &["payment.refunded"]);
+/// Loyalty's subscription to `booking.confirmed` on the fan-out.
+pub const LOYALTY_CONFIRMED: QueueSpec = q(
+    "loyalty.booking-confirmed",
+    "loyalty",
+    &["booking.confirmed"],
+);
+/// Notify's subscription to the booking outcomes on the fan-out.
+pub const NOTIFY_OUTCOMES: QueueSpec = q(
+    "notify.booking-outcomes",
+    "notify",
+    &["booking.confirmed", "booking.failed", "booking.cancelled"],
+);
+/// Notify's subscription to `loyalty.awarded` on the fan-out.
+pub const LOYALTY_AWARDED: QueueSpec = q("loyalty.awarded", "notify", &["loyalty.awarded"]);
+/// `booking.cancel`: moves a confirmed booking's saga into cancellation (booking).
+pub const CANCEL_BOOKING: QueueSpec = q("booking.cancel", "booking", &["booking.cancel"]);
+/// Loyalty's subscription to `booking.cancelled` on the fan-out.
+pub const LOYALTY_CANCELLED: QueueSpec = q(
+    "loyalty.booking-cancelled",
+    "loyalty",
+    &["booking.cancelled"],
+);
+/// `notify.webhook-deliveries`: one signed POST each (notify).
+pub const WEBHOOK_DELIVERIES: QueueSpec =
+    q("notify.webhook-deliveries", "notify", &["webhook.deliver"]);
+/// A forward step's command that was dead-lettered: the saga waiting on it is held
+/// (not compensated) until an operator replays or discards it (booking).
+pub const STEP_DEAD_LETTERED_QUEUE: QueueSpec = QueueSpec {
+    name: STEP_DEAD_LETTERED,
+    consumer: "booking",
+    messages: &["flight.reserve-seat", "payment.collect"],
+    watches_dead_letters: true,
+};
+/// The booking DLQ: sagas that cannot finish on their own, parked for an operator
+/// with their whole state and history.
+pub const BOOKING_DLQ: QueueSpec = q("booking.dlq", PARKING, &["booking.parked"]);
+
 /// Every work queue. Point-to-point queues are named after the one message they
-/// carry; a subscriber's queue on the fan-out is named `<service>.<purpose>`.
+/// carry; a subscriber's queue on the fan-out is named `<service>.<purpose>`. Which
+/// service consumes each is part of the contract (docs and the AsyncAPI document
+/// say it); each service's descriptor pairs its queues with their handlers, and a
+/// test holds the two together.
 pub const QUEUES: &[QueueSpec] = &[
-    q("booking.requested", "booking", &["booking.requested"]),
-    q("flight.reserve-seat", "catalog", &["flight.reserve-seat"]),
-    q("flight.release-seat", "catalog", &["flight.release-seat"]),
-    q("flight.seat-reserved", "booking", &["flight.seat-reserved"]),
-    q(
-        "flight.seat-unavailable",
-        "booking",
-        &["flight.seat-unavailable"],
-    ),
-    q("flight.released", "booking", &["flight.released"]),
-    q("payment.collect", "payment", &["payment.collect"]),
-    q("payment.refund", "payment", &["payment.refund"]),
-    q("payment.collected", "booking", &["payment.collected"]),
-    q("payment.declined", "booking", &["payment.declined"]),
-    q("payment.refunded", "booking", &["payment.refunded"]),
-    q(
-        "loyalty.booking-confirmed",
-        "loyalty",
-        &["booking.confirmed"],
-    ),
-    q(
-        "notify.booking-outcomes",
-        "notify",
-        &["booking.confirmed", "booking.failed", "booking.cancelled"],
-    ),
-    q("loyalty.awarded", "notify", &["loyalty.awarded"]),
-    q("booking.cancel", "booking", &["booking.cancel"]),
-    q(
-        "loyalty.booking-cancelled",
-        "loyalty",
-        &["booking.cancelled"],
-    ),
-    q("notify.webhook-deliveries", "notify", &["webhook.deliver"]),
-    // A forward step's command that was dead-lettered: the saga waiting on it is
-    // held (not compensated) until an operator replays or discards it.
-    QueueSpec {
-        name: STEP_DEAD_LETTERED,
-        consumer: "booking",
-        messages: &["flight.reserve-seat", "payment.collect"],
-        watches_dead_letters: true,
-    },
-    // The booking DLQ: sagas that cannot finish on their own, parked for an operator
-    // with their whole state and history.
-    q("booking.dlq", PARKING, &["booking.parked"]),
+    BOOKING_REQUESTED,
+    RESERVE_SEAT,
+    RELEASE_SEAT,
+    SEAT_RESERVED,
+    SEAT_UNAVAILABLE,
+    SEAT_RELEASED,
+    COLLECT_PAYMENT,
+    REFUND_PAYMENT,
+    PAYMENT_COLLECTED,
+    PAYMENT_DECLINED,
+    PAYMENT_REFUNDED,
+    LOYALTY_CONFIRMED,
+    NOTIFY_OUTCOMES,
+    LOYALTY_AWARDED,
+    CANCEL_BOOKING,
+    LOYALTY_CANCELLED,
+    WEBHOOK_DELIVERIES,
+    STEP_DEAD_LETTERED_QUEUE,
+    BOOKING_DLQ,
 ];
 
 const fn q(

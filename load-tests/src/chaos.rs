@@ -6,15 +6,18 @@
 //! must find nothing. See docs/reliability.md.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use airline_runtime::Service;
 use anyhow::Context as _;
 use serde::Serialize;
 use serde_json::{Value, json};
 use sqlx::PgPool;
+use tokio::process::{Child, Command};
 use uuid::Uuid;
 
 /// The settings of a chaos run.
@@ -77,7 +80,72 @@ pub struct ChaosReport {
     pub prefix: String,
 }
 
-const WORKERS: [&str; 5] = ["catalog", "booking", "payment", "loyalty", "notify"];
+/// The gateway, which creates the database and is started first.
+static GATEWAY: &Service = &airline_gateway::SERVICE;
+/// The worker whose provider the slow-provider fault slows.
+static PAYMENT: &Service = &airline_payment::SERVICE;
+/// The workers run twice for a while (competing consumers).
+static TWICE: [&Service; 2] = [&airline_booking::SERVICE, &airline_payment::SERVICE];
+
+/// A fault of the run's timeline.
+#[derive(Debug, Clone, Copy)]
+enum FaultKind {
+    /// `kill -9` a worker, then start it again.
+    Kill(&'static Service),
+    /// Start a second copy of [`TWICE`].
+    SecondCopies,
+    /// Stop those second copies.
+    StopSecondCopies,
+    /// `rabbitmqctl close_all_connections`.
+    CloseConnections,
+    /// `rabbitmqctl stop_app`, a pause, `start_app`.
+    RestartRabbitMq,
+    /// `pg_ctlcluster … stop -m fast`, a pause, `start`.
+    RestartPostgres,
+    /// Restart payment with every provider call slower than the payment deadline.
+    SlowPayment,
+}
+
+impl fmt::Display for FaultKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Kill(s) => write!(f, "kill -9 {}, restart", s.name),
+            Self::SecondCopies => {
+                write!(f, "second copy of {}", TWICE.map(|s| s.name).join(" and "))
+            }
+            Self::StopSecondCopies => f.write_str("stop the second copies"),
+            Self::CloseConnections => f.write_str("close every broker connection"),
+            Self::RestartRabbitMq => f.write_str("restart RabbitMQ"),
+            Self::RestartPostgres => f.write_str("restart PostgreSQL"),
+            Self::SlowPayment => f.write_str("payment provider slower than the payment deadline"),
+        }
+    }
+}
+
+/// The timeline: each fault at a share of the run. Every worker is killed once.
+fn schedule(restarts: bool) -> Vec<(f64, FaultKind)> {
+    let mut schedule: Vec<(f64, FaultKind)> = airline::workers()
+        .enumerate()
+        .map(|(i, w)| (0.08 + 0.06 * i as f64, FaultKind::Kill(w)))
+        .collect();
+    schedule.extend([
+        (0.34, FaultKind::SecondCopies),
+        (0.44, FaultKind::CloseConnections),
+        (0.52, FaultKind::StopSecondCopies),
+        (0.80, FaultKind::SlowPayment),
+    ]);
+    if restarts {
+        schedule.push((0.60, FaultKind::RestartRabbitMq));
+        schedule.push((0.74, FaultKind::RestartPostgres));
+    }
+    schedule.sort_by(|a, b| a.0.total_cmp(&b.0));
+    schedule
+}
+
+/// The key of a service's second copy.
+fn second(service: &Service) -> String {
+    format!("{}-2", service.name)
+}
 
 /// The deadlines a chaos run gives the system: the seat steps' default (10 s); the
 /// payment deadline shortened from 30 s to 10 s and the hold deadline from 24 h to
@@ -109,9 +177,14 @@ struct System {
 }
 
 impl System {
-    fn spawn(&mut self, key: &str, service: &str, extra: &[(&str, String)]) -> anyhow::Result<()> {
-        let binary = self.bin_dir.join(format!("airline-{service}"));
-        let port = if service == "gateway" {
+    fn spawn(
+        &mut self,
+        key: &str,
+        service: &Service,
+        extra: &[(&str, String)],
+    ) -> anyhow::Result<()> {
+        let binary = self.bin_dir.join(service.binary());
+        let port = if service.name == GATEWAY.name {
             self.base_port
         } else {
             self.next_port += 1;
@@ -137,34 +210,34 @@ impl System {
         self.running.insert(
             key.to_owned(),
             Process {
-                name: service.to_owned(),
+                name: service.name.to_owned(),
                 child,
             },
         );
         Ok(())
     }
 
-    fn kill(&mut self, key: &str) {
+    async fn kill(&mut self, key: &str) {
         if let Some(mut p) = self.running.remove(key) {
-            let _ = p.child.kill();
-            let _ = p.child.wait();
+            let _ = p.child.kill().await;
         }
     }
 
-    fn terminate(&mut self, key: &str) {
+    /// SIGTERM, then up to 20 s for a graceful stop, then SIGKILL.
+    async fn terminate(&mut self, key: &str) {
         if let Some(mut p) = self.running.remove(key) {
-            let _ = Command::new("kill")
-                .args(["-TERM", &p.child.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline {
-                if matches!(p.child.try_wait(), Ok(Some(_))) {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(100));
+            if let Some(pid) = p.child.id() {
+                let _ = Command::new("kill")
+                    .args(["-TERM", &pid.to_string()])
+                    .status()
+                    .await;
             }
-            let _ = p.child.kill();
-            let _ = p.child.wait();
+            if tokio::time::timeout(Duration::from_secs(20), p.child.wait())
+                .await
+                .is_err()
+            {
+                let _ = p.child.kill().await;
+            }
         }
     }
 
@@ -186,18 +259,19 @@ impl System {
         (!what.is_empty()).then(|| what.join("; "))
     }
 
-    fn stop_all(&mut self) {
+    async fn stop_all(&mut self) {
         let keys: Vec<String> = self.running.keys().cloned().collect();
         for k in keys {
-            self.terminate(&k);
+            self.terminate(&k).await;
         }
     }
 }
 
-fn run_tool(program: &str, args: &[&str]) -> anyhow::Result<()> {
+async fn run_tool(program: &str, args: &[&str]) -> anyhow::Result<()> {
     let out = Command::new(program)
         .args(args)
         .output()
+        .await
         .with_context(|| format!("running {program}"))?;
     anyhow::ensure!(
         out.status.success(),
@@ -353,12 +427,13 @@ pub async fn run(settings: Settings) -> anyhow::Result<ChaosReport> {
         next_port: settings.base_port,
     };
     let result = run_inside(&settings, &mut system, &database_url, &database, &prefix).await;
-    system.stop_all();
+    system.stop_all().await;
     if !settings.keep {
         let teardown = Command::new(settings.bin_dir.join("airline"))
             .args(["teardown", "--yes"])
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .output();
+            .output()
+            .await;
         if let Err(e) = teardown {
             eprintln!("chaos: could not remove the broker namespace {prefix}: {e}");
         }
@@ -386,19 +461,21 @@ async fn run_inside(
     database: &str,
     prefix: &str,
 ) -> anyhow::Result<ChaosReport> {
-    let client = reqwest::Client::builder()
+    let client = airline_runtime::http_client()
         .timeout(Duration::from_secs(10))
         .build()?;
     // The gateway first: it creates the database and migrates what it reads.
-    system.spawn("gateway", "gateway", &[])?;
+    system.spawn(GATEWAY.name, GATEWAY, &[])?;
     anyhow::ensure!(
         healthy(&client, settings.base_port, Duration::from_secs(60)).await,
         "the gateway did not become healthy"
     );
-    for w in WORKERS {
-        system.spawn(w, w, &[])?;
+    let mut workers = 0;
+    for w in airline::workers() {
+        system.spawn(w.name, w, &[])?;
+        workers += 1;
     }
-    for port in settings.base_port + 1..=settings.base_port + 5 {
+    for port in settings.base_port + 1..=settings.base_port + workers {
         anyhow::ensure!(
             healthy(&client, port, Duration::from_secs(60)).await,
             "a worker did not become healthy (port {port})"
@@ -425,27 +502,10 @@ async fn run_inside(
         full[0],
     ));
 
-    // The timeline: each fault at a share of the run.
     let d = settings.duration.as_secs_f64();
     let mut faults = Vec::new();
-    let mut schedule: Vec<(f64, &str)> = vec![
-        (0.08, "kill -9 catalog, restart"),
-        (0.14, "kill -9 booking, restart"),
-        (0.20, "kill -9 payment, restart"),
-        (0.26, "kill -9 loyalty, restart"),
-        (0.30, "kill -9 notify, restart"),
-        (0.34, "second copy of booking and payment"),
-        (0.44, "close every broker connection"),
-        (0.52, "stop the second copies"),
-        (0.80, "payment provider slower than the payment deadline"),
-    ];
-    if !settings.no_restarts {
-        schedule.push((0.60, "restart RabbitMQ"));
-        schedule.push((0.74, "restart PostgreSQL"));
-    }
-    schedule.sort_by(|a, b| a.0.total_cmp(&b.0));
     let mut slow_payment_until = None;
-    for (share, fault) in schedule {
+    for (share, fault) in schedule(!settings.no_restarts) {
         let at = Duration::from_secs_f64(d * share);
         if let Some(wait) = at.checked_sub(started.elapsed()) {
             tokio::time::sleep(wait).await;
@@ -461,31 +521,30 @@ async fn run_inside(
         let at_s = started.elapsed().as_secs_f64();
         let t = Instant::now();
         match fault {
-            f if f.starts_with("kill -9 ") => {
-                let w = f
-                    .trim_start_matches("kill -9 ")
-                    .trim_end_matches(", restart");
-                system.kill(w);
-                system.spawn(w, w, &[])?;
+            FaultKind::Kill(w) => {
+                system.kill(w.name).await;
+                system.spawn(w.name, w, &[])?;
             }
-            "second copy of booking and payment" => {
-                system.spawn("booking-2", "booking", &[])?;
-                system.spawn("payment-2", "payment", &[])?;
+            FaultKind::SecondCopies => {
+                for w in TWICE {
+                    system.spawn(&second(w), w, &[])?;
+                }
             }
-            "stop the second copies" => {
-                system.terminate("booking-2");
-                system.terminate("payment-2");
+            FaultKind::StopSecondCopies => {
+                for w in TWICE {
+                    system.terminate(&second(w)).await;
+                }
             }
-            "close every broker connection" => {
-                run_tool("rabbitmqctl", &["close_all_connections", "chaos run"])?;
+            FaultKind::CloseConnections => {
+                run_tool("rabbitmqctl", &["close_all_connections", "chaos run"]).await?;
             }
-            "restart RabbitMQ" => {
-                run_tool("rabbitmqctl", &["stop_app"])?;
+            FaultKind::RestartRabbitMq => {
+                run_tool("rabbitmqctl", &["stop_app"]).await?;
                 tokio::time::sleep(Duration::from_secs(3)).await;
-                run_tool("rabbitmqctl", &["start_app"])?;
-                run_tool("rabbitmqctl", &["await_startup"])?;
+                run_tool("rabbitmqctl", &["start_app"]).await?;
+                run_tool("rabbitmqctl", &["await_startup"]).await?;
             }
-            "restart PostgreSQL" => {
+            FaultKind::RestartPostgres => {
                 let cluster = postgres_cluster()?;
                 run_tool(
                     "pg_ctlcluster",
@@ -497,19 +556,21 @@ async fn run_inside(
                         "-m",
                         "fast",
                     ],
-                )?;
+                )
+                .await?;
                 tokio::time::sleep(Duration::from_secs(3)).await;
                 run_tool(
                     "pg_ctlcluster",
                     &["--skip-systemctl-redirect", &cluster, "main", "start"],
-                )?;
+                )
+                .await?;
             }
-            _ => {
+            FaultKind::SlowPayment => {
                 // Every charge now takes longer than the saga waits for it.
-                system.kill("payment");
+                system.kill(PAYMENT.name).await;
                 system.spawn(
-                    "payment",
-                    "payment",
+                    PAYMENT.name,
+                    PAYMENT,
                     &[("AIRLINE_PAYMENT_LATENCY", SLOW_PAYMENT_LATENCY.to_owned())],
                 )?;
                 slow_payment_until = Some(Instant::now() + SLOW_PAYMENT_FOR);
@@ -517,7 +578,7 @@ async fn run_inside(
         }
         faults.push(Fault {
             at_s,
-            fault: fault.to_owned(),
+            fault: fault.to_string(),
             took_s: t.elapsed().as_secs_f64(),
         });
         eprintln!("chaos: {at_s:6.1} s  {fault}");
@@ -525,8 +586,8 @@ async fn run_inside(
     if let Some(until) = slow_payment_until {
         tokio::time::sleep_until(until.into()).await;
         let at_s = started.elapsed().as_secs_f64();
-        system.terminate("payment");
-        system.spawn("payment", "payment", &[])?;
+        system.terminate(PAYMENT.name).await;
+        system.spawn(PAYMENT.name, PAYMENT, &[])?;
         faults.push(Fault {
             at_s,
             fault: "payment provider back to normal (payment restarted)".into(),
@@ -627,6 +688,7 @@ async fn run_inside(
         .args(["audit", "--json"])
         .envs(system.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .output()
+        .await
         .context("running airline audit")?;
     let parsed: Value = serde_json::from_slice(&audit.stdout).with_context(|| {
         format!(
@@ -717,6 +779,25 @@ mod tests {
         assert_eq!(
             server_of("postgres://u:p@db:5432/x?sslmode=disable"),
             "postgres://u:p@db:5432"
+        );
+    }
+
+    #[test]
+    fn every_worker_is_killed_once_and_the_timeline_is_in_order() {
+        let timeline = schedule(true);
+        for w in airline::workers() {
+            let kills = timeline
+                .iter()
+                .filter(|(_, f)| matches!(f, FaultKind::Kill(k) if k.name == w.name))
+                .count();
+            assert_eq!(kills, 1, "{}", w.name);
+        }
+        assert!(timeline.windows(2).all(|w| w[0].0 <= w[1].0));
+        assert!(timeline.iter().all(|(share, _)| (0.0..1.0).contains(share)));
+        assert_eq!(timeline.len(), schedule(false).len() + 2);
+        assert_eq!(
+            FaultKind::SecondCopies.to_string(),
+            "second copy of booking and payment"
         );
     }
 

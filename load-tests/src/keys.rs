@@ -34,7 +34,7 @@ pub async fn key_for_run(pool: &sqlx::PgPool, key: Option<String>) -> anyhow::Re
 pub fn client(key: &str, timeout: Option<Duration>) -> anyhow::Result<reqwest::Client> {
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert(auth::HEADER, reqwest::header::HeaderValue::from_str(key)?);
-    let mut builder = reqwest::Client::builder().default_headers(headers);
+    let mut builder = airline_runtime::http_client().default_headers(headers);
     if let Some(t) = timeout {
         builder = builder.timeout(t);
     }

@@ -17,11 +17,15 @@ use airline_contracts::messages::{
     BookingCancelled, BookingConfirmed, BookingFailed, BookingParked, CollectPayment,
     RefundPayment, ReleaseSeat, ReserveSeat, SagaStep,
 };
-use airline_contracts::topology::queues_of;
+use airline_contracts::topology::{
+    BOOKING_REQUESTED, CANCEL_BOOKING, PAYMENT_COLLECTED, PAYMENT_DECLINED, PAYMENT_REFUNDED,
+    SEAT_RELEASED, SEAT_RESERVED, SEAT_UNAVAILABLE, STEP_DEAD_LETTERED_QUEUE,
+};
 use airline_contracts::{FailureReason, Message, PaymentToken};
 use airline_runtime::outbox::{self, Cause};
-use airline_runtime::service::JobFn;
-use airline_runtime::{Handler, HandlerError, Handlers, Incoming, Runtime, async_trait};
+use airline_runtime::{
+    Config, Consumer, Gauge, Handler, HandlerError, Incoming, Runtime, Service, async_trait,
+};
 use saga::{Command, Decision, Input, LocalSteps, State};
 use sqlx::migrate::Migrator;
 use sqlx::{PgConnection, Row};
@@ -46,11 +50,11 @@ pub struct Deadlines {
 impl Deadlines {
     /// From the runtime configuration.
     #[must_use]
-    pub fn of(config: &airline_runtime::Config) -> Self {
+    pub fn of(config: &Config) -> Self {
         Self {
-            step: config.step_deadline,
-            payment: config.payment_deadline,
-            hold: config.hold_deadline,
+            step: config.saga.step_deadline,
+            payment: config.saga.payment_deadline,
+            hold: config.saga.hold_deadline,
         }
     }
 
@@ -68,29 +72,71 @@ impl Deadlines {
     }
 }
 
-/// The booking service's consumers: `booking.requested` starts sagas, every other
-/// queue carries a reply that moves one.
-#[must_use]
-pub fn handlers(rt: &Runtime) -> Handlers {
-    let steps = LocalSteps {
-        reserve_booking_fails: rt.config.fails("reserve-booking"),
-        confirm_booking_fails: rt.config.fails("confirm-booking"),
-    };
-    let deadlines = Deadlines::of(&rt.config);
-    queues_of("booking")
-        .map(|q| {
-            let handler: Arc<dyn Handler> = if q.name == "booking.requested" {
-                Arc::new(StartSaga { deadlines })
-            } else {
-                Arc::new(AdvanceSaga { steps, deadlines })
-            };
-            (q, handler)
-        })
-        .collect()
-}
+/// The booking service: schema `booking`, the saga orchestrator.
+/// `booking.requested` starts sagas, every other queue carries a reply or a command
+/// that moves one; the deadline sweeper moves those whose step took too long.
+pub static SERVICE: Service = Service {
+    name: "booking",
+    migrations: &MIGRATIONS,
+    reads: &[],
+    consumers: &[
+        Consumer {
+            queues: &[&BOOKING_REQUESTED],
+            handler: |config, _| {
+                Ok(Arc::new(StartSaga {
+                    deadlines: Deadlines::of(config),
+                }))
+            },
+        },
+        Consumer {
+            queues: &[
+                &SEAT_RESERVED,
+                &SEAT_UNAVAILABLE,
+                &SEAT_RELEASED,
+                &PAYMENT_COLLECTED,
+                &PAYMENT_DECLINED,
+                &PAYMENT_REFUNDED,
+                &CANCEL_BOOKING,
+                &STEP_DEAD_LETTERED_QUEUE,
+            ],
+            handler: |config, _| {
+                Ok(Arc::new(AdvanceSaga {
+                    steps: LocalSteps::of(config),
+                    deadlines: Deadlines::of(config),
+                }))
+            },
+        },
+    ],
+    jobs: &[|rt, relay, shutdown| Box::pin(sweep_deadlines(rt, relay, shutdown))],
+    gauges: &[Gauge {
+        name: "sagas",
+        help: "Bookings by saga state.",
+        labels: &["state"],
+        read: |pool| {
+            Box::pin(async move {
+                let rows: Vec<(String, i64)> =
+                    sqlx::query_as("SELECT state, count(*) FROM booking.bookings GROUP BY state")
+                        .fetch_all(pool)
+                        .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(state, n)| (vec![state], n))
+                    .collect())
+            })
+        },
+    }],
+};
 
-/// The booking service's background jobs: the deadline sweeper.
-pub const JOBS: &[JobFn] = &[|rt, relay, shutdown| Box::pin(sweep_deadlines(rt, relay, shutdown))];
+impl LocalSteps {
+    /// The local steps' outcomes as configured (fault injection).
+    #[must_use]
+    pub fn of(config: &Config) -> Self {
+        Self {
+            reserve_booking_fails: config.fails(airline_runtime::config::FaultStep::ReserveBooking),
+            confirm_booking_fails: config.fails(airline_runtime::config::FaultStep::ConfirmBooking),
+        }
+    }
+}
 
 /// Starts a saga for `booking.requested`; a second request with the same booking id
 /// changes nothing.
@@ -413,10 +459,7 @@ async fn sweep_deadlines(
     relay: airline_runtime::outbox::RelaySignal,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
-    let steps = LocalSteps {
-        reserve_booking_fails: rt.config.fails("reserve-booking"),
-        confirm_booking_fails: rt.config.fails("confirm-booking"),
-    };
+    let steps = LocalSteps::of(&rt.config);
     let deadlines = Deadlines::of(&rt.config);
     let mut broker_down_since: Option<tokio::time::Instant> = None;
     let mut db_down_since: Option<tokio::time::Instant> = None;
@@ -527,7 +570,7 @@ pub async fn sweep_once(
                 ..Cause::default()
             };
             for m in &out {
-                outbox::enqueue(&mut one, "booking", &cause, m).await?;
+                outbox::enqueue(&mut one, SERVICE.name, &cause, m).await?;
             }
             Ok(true)
         }

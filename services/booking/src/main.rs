@@ -1,10 +1,5 @@
 //! `airline-booking`: the booking saga orchestrator.
 
 fn main() -> std::process::ExitCode {
-    airline_runtime::service::worker_main(
-        "booking",
-        &airline_booking::MIGRATIONS,
-        airline_booking::handlers,
-        airline_booking::JOBS,
-    )
+    airline_runtime::service::worker_main(&airline_booking::SERVICE)
 }

@@ -10,26 +10,36 @@ pub mod seats;
 
 use std::sync::Arc;
 
-use airline_contracts::topology::queues_of;
-use airline_runtime::{Handlers, Runtime};
+use airline_contracts::topology::{RELEASE_SEAT, RESERVE_SEAT};
+use airline_runtime::{Consumer, Service};
 use sqlx::migrate::Migrator;
 
 /// The catalog schema's migrations.
 pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 
-/// The catalog's consumers.
-#[must_use]
-pub fn handlers(rt: &Runtime) -> Handlers {
-    let fail_reserve = rt.config.fails("reserve-seat");
-    queues_of("catalog")
-        .map(|q| {
-            let handler: Arc<dyn airline_runtime::Handler> = match q.name {
-                "flight.reserve-seat" => Arc::new(seats::ReserveSeatHandler { fail: fail_reserve }),
-                _ => Arc::new(seats::ReleaseSeatHandler {
-                    fail: rt.config.fails("release-seat"),
-                }),
-            };
-            (q, handler)
-        })
-        .collect()
-}
+/// The catalog service: schema `catalog`, the seat steps of the saga.
+pub static SERVICE: Service = Service {
+    name: "catalog",
+    migrations: &MIGRATIONS,
+    reads: &[],
+    consumers: &[
+        Consumer {
+            queues: &[&RESERVE_SEAT],
+            handler: |config, _| {
+                Ok(Arc::new(seats::ReserveSeatHandler {
+                    fail: config.fails(airline_runtime::config::FaultStep::ReserveSeat),
+                }))
+            },
+        },
+        Consumer {
+            queues: &[&RELEASE_SEAT],
+            handler: |config, _| {
+                Ok(Arc::new(seats::ReleaseSeatHandler {
+                    fail: config.fails(airline_runtime::config::FaultStep::ReleaseSeat),
+                }))
+            },
+        },
+    ],
+    jobs: &[],
+    gauges: &[],
+};

@@ -1,8 +1,8 @@
 //! `airline apikey`: create, list and revoke the gateway's API keys.
 
 use airline_gateway::auth::{self, KeyError, NewKey, Scope};
+use airline_runtime::Refusal;
 use airline_runtime::Runtime;
-use airline_runtime::dead_letters::Refusal;
 use clap::Subcommand;
 
 /// `airline apikey ...`

@@ -164,7 +164,7 @@ pub async fn audit_all(rt: &airline_runtime::Runtime) -> anyhow::Result<Report> 
     .fetch_one(&rt.pool)
     .await?;
     if unstored > 0 {
-        let waiting = airline_runtime::dead_letters::depth(rt, &rt.names.resolve("booking.dlq"))
+        let waiting = airline_dead_letters::depth(rt, &rt.names.resolve("booking.dlq"))
             .await
             .map_or(0, |n| i64::try_from(n).unwrap_or(i64::MAX));
         if unstored > waiting {

@@ -1,11 +1,12 @@
 //! `airline dlq`: the operator's commands over the dead-letter store
-//! ([`airline_runtime::dead_letters`]).
+//! ([`airline_dead_letters`]).
 
+use std::fmt::Write as _;
 use std::io::IsTerminal as _;
 use std::time::Duration;
 
+use airline_dead_letters::{self as store, Edit, Filter, Refusal, Selection};
 use airline_runtime::Runtime;
-use airline_runtime::dead_letters::{self as store, Edit, Filter, Refusal, Selection};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use time::OffsetDateTime;
@@ -299,7 +300,7 @@ pub async fn run(
                         )?
                     );
                 } else {
-                    print!("{}", store::render_overview(&counts, &groups));
+                    print!("{}", render_overview(&counts, &groups));
                 }
             }
         }
@@ -431,7 +432,7 @@ pub async fn run(
             let n = store::discard(&rt.pool, &selection, &operator(by)).await?;
             println!(
                 "discarded {n} dead letter(s); kept for {}s (AIRLINE_DLQ_RETENTION), then deleted",
-                rt.config.dlq_retention.as_secs()
+                rt.config.dead_letters.retention.as_secs()
             );
         }
         DlqCommand::Purge { older_than } => {
@@ -440,4 +441,47 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+/// A readable table of counts and groups.
+#[must_use]
+fn render_overview(counts: &[store::QueueCount], groups: &[store::Group]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<28} {:>8} {:>9} {:>10}",
+        "QUEUE", "STORED", "REPLAYED", "DISCARDED"
+    );
+    for c in counts {
+        let _ = writeln!(
+            out,
+            "{:<28} {:>8} {:>9} {:>10}",
+            c.queue, c.stored, c.replayed, c.discarded
+        );
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "{:<11} {:>6}  {:<26} {:<20} {:<20} ERROR",
+        "GROUP", "COUNT", "TYPE", "KIND", "LAST FAILED"
+    );
+    for g in groups {
+        let last = g
+            .last_failed_at
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        let error: String = g.example_error.chars().take(100).collect();
+        let _ = writeln!(
+            out,
+            "{:<11} {:>6}  {:<26} {:<20} {:<20} {error}",
+            g.group,
+            g.count,
+            g.message_type.as_deref().unwrap_or("-"),
+            g.error_kind,
+            &last[..last.len().min(19)],
+        );
+    }
+    let total: i64 = groups.iter().map(|g| g.count).sum();
+    let _ = writeln!(out, "{} group(s), {total} dead letter(s)", groups.len());
+    out
 }

@@ -1,25 +1,31 @@
-//! The whole system in one process: every migration, the demo data, and
-//! [`run_all`], which runs the gateway and the five workers together (`airline up`,
-//! and the integration tests).
+//! The whole system in one process: [`SERVICES`], the one list of every service's
+//! descriptor; the demo data; and [`run_all`], which runs the gateway and the
+//! workers together (`airline up`, and the integration tests).
 
 pub mod apikey;
 pub mod audit;
 pub mod dlq;
 pub mod saga;
 
-use airline_runtime::Runtime;
-use airline_runtime::service::{HandlersFn, JobFn, run_worker};
+use airline_runtime::service::run_worker;
+use airline_runtime::{Runtime, Service};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// Runs every service's migrations (the messaging schema is migrated at connect).
-///
-/// # Errors
-/// When a migration fails.
-pub async fn migrate_all(rt: &Runtime) -> anyhow::Result<()> {
-    airline_gateway::migrate(rt).await?;
-    rt.migrate("payment", &airline_payment::MIGRATIONS).await?;
-    rt.migrate("notify", &airline_notify::MIGRATIONS).await
+/// Every service of the system: the gateway, then the workers. `airline up`, the
+/// CLI's migrations, the chaos run's processes and the tests read this list.
+pub static SERVICES: &[&Service] = &[
+    &airline_gateway::SERVICE,
+    &airline_catalog::SERVICE,
+    &airline_booking::SERVICE,
+    &airline_payment::SERVICE,
+    &airline_loyalty::SERVICE,
+    &airline_notify::SERVICE,
+];
+
+/// The services that consume queues (every one but the gateway).
+pub fn workers() -> impl Iterator<Item = &'static Service> {
+    SERVICES.iter().copied().filter(|s| !s.consumers.is_empty())
 }
 
 /// Creates the demo flights; running it again changes nothing. Returns how many
@@ -35,8 +41,8 @@ pub async fn seed(rt: &Runtime) -> anyhow::Result<usize> {
     Ok(flights.len())
 }
 
-/// Runs the gateway on `listener` and the five workers until `shutdown`; if one
-/// fails, the others are stopped and its error returned.
+/// Runs the gateway on `listener` and every worker until `shutdown`; if one fails,
+/// the others are stopped and its error returned.
 ///
 /// # Errors
 /// The first service's failure.
@@ -50,17 +56,9 @@ pub async fn run_all(
         let (rt, shutdown) = (rt.clone(), shutdown.clone());
         services.spawn(async move { airline_gateway::run(&rt, listener, shutdown).await });
     }
-    let workers: [(&'static str, HandlersFn, &'static [JobFn]); 5] = [
-        ("catalog", airline_catalog::handlers, &[]),
-        ("booking", airline_booking::handlers, airline_booking::JOBS),
-        ("payment", airline_payment::handlers, &[]),
-        ("loyalty", airline_loyalty::handlers, &[]),
-        ("notify", airline_notify::handlers, &[]),
-    ];
-    for (service, handlers, jobs) in workers {
+    for service in workers() {
         let (rt, shutdown) = (rt.clone(), shutdown.clone());
-        services
-            .spawn(async move { run_worker(&rt, service, handlers(&rt), jobs, shutdown).await });
+        services.spawn(async move { run_worker(&rt, service, shutdown).await });
     }
     let mut result = Ok(());
     while let Some(joined) = services.join_next().await {
@@ -101,4 +99,60 @@ pub async fn teardown(rt: &Runtime) -> anyhow::Result<usize> {
     }
     let _ = channel.close(200, "teardown done".into()).await;
     Ok(queues.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_queue_has_exactly_one_handler_in_the_descriptors() {
+        for service in SERVICES {
+            assert_eq!(service.check(), Ok(()), "{}", service.name);
+        }
+        for queue in airline_contracts::QUEUES {
+            if queue.consumer == airline_contracts::topology::PARKING {
+                continue;
+            }
+            let owners = SERVICES.iter().filter(|s| s.name == queue.consumer).count();
+            assert_eq!(
+                owners, 1,
+                "{} is consumed by {}",
+                queue.name, queue.consumer
+            );
+        }
+    }
+
+    #[test]
+    fn service_names_are_unique() {
+        let mut names: Vec<_> = SERVICES.iter().map(|s| s.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), SERVICES.len());
+    }
+
+    /// Every metric the Grafana dashboard in docs/ queries is served, the
+    /// services' own gauges included.
+    #[test]
+    fn the_dashboard_uses_only_metrics_that_exist() {
+        let dashboard = include_str!("../../../docs/grafana/airline-dashboard.json");
+        let m = &*airline_runtime::metrics::METRICS;
+        m.register(SERVICES);
+        m.touch_all();
+        let families = m.families();
+        let mut used = 0;
+        for (i, _) in dashboard.match_indices("airline_") {
+            let name: String = dashboard[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            let family = ["_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(&name);
+            assert!(families.iter().any(|f| f == family), "{name} is not served");
+            used += 1;
+        }
+        assert!(used >= 10, "the dashboard queries the metrics");
+    }
 }

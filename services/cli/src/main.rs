@@ -65,13 +65,12 @@ enum SagaCommand {
     },
     /// Sagas not moved for a while, oldest first (stuck ones, with --state).
     List {
-        /// Only this state (RESERVING_SEAT, COLLECTING_PAYMENT, REFUNDING_PAYMENT,
-        /// RELEASING_SEAT, CONFIRMED, FAILED).
-        #[arg(long, value_parser = ["RESERVING_SEAT", "COLLECTING_PAYMENT", "REFUNDING_PAYMENT", "RELEASING_SEAT", "CONFIRMED", "FAILED"])]
-        state: Option<String>,
-        /// Not moved for at least this many seconds.
-        #[arg(long, default_value_t = 0.0)]
-        older_than: f64,
+        /// Only this state.
+        #[arg(long)]
+        state: Option<airline::saga::SagaState>,
+        /// Not moved for at least this long (a duration: 90s, 10m, 24h).
+        #[arg(long, default_value = "0s", value_parser = airline_runtime::retry::parse_duration)]
+        older_than: std::time::Duration,
         /// At most this many.
         #[arg(long, default_value_t = 50)]
         limit: i64,
@@ -90,90 +89,96 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    main_with("airline", move |rt, shutdown| async move {
-        match cli.command {
-            Command::Migrate => {
-                airline::migrate_all(&rt).await?;
-                println!("database migrated and topology declared");
-            }
-            Command::Seed => {
-                airline::migrate_all(&rt).await?;
-                let n = airline::seed(&rt).await?;
-                println!("{n} demo flights present");
-            }
-            Command::Audit { json } => {
-                let report = airline::audit::audit_all(&rt).await?;
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&report)?);
-                } else {
-                    print!("{}", airline::audit::render(&report));
-                }
-                anyhow::ensure!(
-                    report.ok,
-                    "{} invariant violation(s)",
-                    report.violations.len()
-                );
-            }
-            Command::Saga(SagaCommand::Show { booking_id, json }) => {
-                let Some(saga) = airline::saga::show(&rt.pool, booking_id).await? else {
-                    anyhow::bail!("no booking {booking_id}");
-                };
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&saga)?);
-                } else {
-                    print!("{}", airline::saga::render(&saga));
-                }
-            }
-            Command::Saga(SagaCommand::List {
-                state,
-                older_than,
-                limit,
-                json,
-            }) => {
-                let lines =
-                    airline::saga::list(&rt.pool, state.as_deref(), older_than, limit).await?;
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&lines)?);
-                } else {
-                    for l in &lines {
-                        println!(
-                            "{}  {:<18} {:<26} {}",
-                            l.booking_id,
-                            l.state,
-                            l.failure_reason.as_deref().unwrap_or(""),
-                            l.updated_at
-                        );
-                    }
-                    println!("{} saga(s)", lines.len());
-                }
-            }
-            Command::Dlq(command) => airline::dlq::run(&rt, command, shutdown).await?,
-            Command::Apikey(command) => {
-                airline::migrate_all(&rt).await?;
-                airline::apikey::run(&rt, command).await?;
-            }
-            Command::Teardown { .. } => {
-                let n = airline::teardown(&rt).await?;
-                println!(
-                    "deleted {n} queues and the exchanges under {}",
-                    rt.names.prefix()
-                );
-            }
-            Command::Up { no_seed } => {
-                let listener = bind(&rt.config).await?;
-                airline::migrate_all(&rt).await?;
-                if !no_seed {
+    main_with(
+        "airline",
+        airline::SERVICES,
+        move |rt, shutdown| async move {
+            match cli.command {
+                // Starting migrated every service's schema and declared the topology.
+                Command::Migrate => println!("database migrated and topology declared"),
+                Command::Seed => {
                     let n = airline::seed(&rt).await?;
-                    tracing::info!(
-                        flights = n,
-                        "demo flights present (a1000000-0000-4000-8000-00000000000N)"
+                    println!("{n} demo flights present");
+                }
+                Command::Audit { json } => {
+                    let report = airline::audit::audit_all(&rt).await?;
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&report)?);
+                    } else {
+                        print!("{}", airline::audit::render(&report));
+                    }
+                    anyhow::ensure!(
+                        report.ok,
+                        "{} invariant violation(s)",
+                        report.violations.len()
                     );
                 }
-                tracing::info!(addr = %rt.config.http_addr, "airline is up: gateway and five workers; Ctrl-C to stop");
-                airline::run_all(&rt, listener, shutdown).await?;
-                tracing::info!("stopped");
+                Command::Saga(SagaCommand::Show { booking_id, json }) => {
+                    let Some(saga) = airline::saga::show(&rt.pool, booking_id).await? else {
+                        anyhow::bail!("no booking {booking_id}");
+                    };
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&saga)?);
+                    } else {
+                        print!("{}", airline::saga::render(&saga));
+                    }
+                }
+                Command::Saga(SagaCommand::List {
+                    state,
+                    older_than,
+                    limit,
+                    json,
+                }) => {
+                    let lines = airline::saga::list(
+                        &rt.pool,
+                        state.map(|s| s.0.as_str()),
+                        older_than.as_secs_f64(),
+                        limit,
+                    )
+                    .await?;
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&lines)?);
+                    } else {
+                        for l in &lines {
+                            println!(
+                                "{}  {:<18} {:<26} {}",
+                                l.booking_id,
+                                l.state,
+                                l.failure_reason.as_deref().unwrap_or(""),
+                                l.updated_at
+                            );
+                        }
+                        println!("{} saga(s)", lines.len());
+                    }
+                }
+                Command::Dlq(command) => airline::dlq::run(&rt, command, shutdown).await?,
+                Command::Apikey(command) => airline::apikey::run(&rt, command).await?,
+                Command::Teardown { .. } => {
+                    let n = airline::teardown(&rt).await?;
+                    println!(
+                        "deleted {n} queues and the exchanges under {}",
+                        rt.names.prefix()
+                    );
+                }
+                Command::Up { no_seed } => {
+                    let listener = bind(&rt.config).await?;
+                    if !no_seed {
+                        let n = airline::seed(&rt).await?;
+                        tracing::info!(
+                            flights = n,
+                            "demo flights present (a1000000-0000-4000-8000-00000000000N)"
+                        );
+                    }
+                    tracing::info!(
+                        addr = %rt.config.http.addr,
+                        services = airline::SERVICES.len(),
+                        "airline is up: the gateway and every worker; Ctrl-C to stop"
+                    );
+                    airline::run_all(&rt, listener, shutdown).await?;
+                    tracing::info!("stopped");
+                }
             }
-        }
-        Ok(())
-    })
+            Ok(())
+        },
+    )
 }

@@ -1,5 +1,6 @@
 //! `airline saga show` and `airline saga list`: any booking's saga, for operators.
 
+use airline_booking::saga::State;
 use serde::Serialize;
 use sqlx::{PgPool, Row};
 use uuid::Uuid;
@@ -183,6 +184,31 @@ pub struct SagaLine {
     pub updated_at: time::OffsetDateTime,
 }
 
+/// A saga state as the CLI takes it (`--state`): every state of
+/// [`State::ALL`], by its stored name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SagaState(pub State);
+
+const SAGA_STATES: [SagaState; State::ALL.len()] = {
+    let mut out = [SagaState(State::ALL[0]); State::ALL.len()];
+    let mut i = 0;
+    while i < out.len() {
+        out[i] = SagaState(State::ALL[i]);
+        i += 1;
+    }
+    out
+};
+
+impl clap::ValueEnum for SagaState {
+    fn value_variants<'a>() -> &'a [Self] {
+        &SAGA_STATES
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.0.as_str()))
+    }
+}
+
 /// Sagas in `state` (any when `None`) not moved for `older_than_secs`, oldest first.
 ///
 /// # Errors
@@ -215,4 +241,20 @@ pub async fn list(
             })
         })
         .collect::<sqlx::Result<Vec<_>>>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::ValueEnum as _;
+
+    #[test]
+    fn every_saga_state_is_offered_by_its_stored_name() {
+        assert_eq!(SagaState::value_variants().len(), State::ALL.len());
+        for state in State::ALL {
+            let parsed = SagaState::from_str(state.as_str(), false);
+            assert_eq!(parsed, Ok(SagaState(state)));
+        }
+        assert!(SagaState::from_str("STUCK", false).is_err());
+    }
 }

@@ -1,10 +1,10 @@
 //! `/v1/admin/dead-letters`: the dead-letter store over HTTP, the same operations
-//! as `airline dlq` ([`airline_runtime::dead_letters`]). The caller may name itself
+//! as `airline dlq` ([`airline_dead_letters`]). The caller may name itself
 //! in `x-operator` (recorded on replays, edits and discards).
 
 use std::collections::HashMap;
 
-use airline_runtime::dead_letters::{self as store, Edit, Filter, Refusal, Selection};
+use airline_dead_letters::{self as store, Edit, Filter, Refusal, Selection};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};

@@ -149,7 +149,8 @@ pub(crate) async fn create_booking(
     .bind(caller.key_id)
     .execute(&mut *tx)
     .await?;
-    let pending = outbox::enqueue(&mut tx, "gateway", &request_id.cause(), &message).await?;
+    let pending =
+        outbox::enqueue(&mut tx, crate::SERVICE.name, &request_id.cause(), &message).await?;
     tx.commit().await?;
     // Durable from here: answer now, publish right behind the answer.
     s.publisher.publish(pending);
@@ -335,7 +336,8 @@ pub(crate) async fn cancel(
         booking_id: id,
         requested_at: OffsetDateTime::now_utc(),
     });
-    let pending = outbox::enqueue(&mut tx, "gateway", &request_id.cause(), &message).await?;
+    let pending =
+        outbox::enqueue(&mut tx, crate::SERVICE.name, &request_id.cause(), &message).await?;
     tx.commit().await?;
     s.publisher.publish(pending);
     tracing::info!(booking_id = %id, "cancellation accepted");

@@ -19,9 +19,9 @@ mod webhooks;
 
 use std::sync::Arc;
 
-use airline_runtime::Runtime;
 use airline_runtime::config::Config;
 use airline_runtime::outbox::Dispatcher;
+use airline_runtime::{Runtime, Service};
 use axum::Router;
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
@@ -88,17 +88,22 @@ impl AppState {
     }
 }
 
-/// Runs every migration the gateway's reads depend on, then its own.
-///
-/// # Errors
-/// When a migration fails.
-pub async fn migrate(rt: &Runtime) -> anyhow::Result<()> {
-    rt.migrate("catalog", &airline_catalog::MIGRATIONS).await?;
-    rt.migrate("booking", &airline_booking::MIGRATIONS).await?;
-    rt.migrate("loyalty", &airline_loyalty::MIGRATIONS).await?;
-    rt.migrate("notify", &airline_notify::MIGRATIONS).await?;
-    rt.migrate("gateway", &MIGRATIONS).await
-}
+/// The gateway: schema `gateway` (requests, idempotency and API keys); it reads
+/// the flights, bookings, loyalty and webhook endpoints of the services named in
+/// `reads`, whose schemas are migrated before its own. It consumes no queue.
+pub static SERVICE: Service = Service {
+    name: "gateway",
+    migrations: &MIGRATIONS,
+    reads: &[
+        &airline_catalog::SERVICE,
+        &airline_booking::SERVICE,
+        &airline_loyalty::SERVICE,
+        &airline_notify::SERVICE,
+    ],
+    consumers: &[],
+    jobs: &[],
+    gauges: &[],
+};
 
 /// The router over `state`.
 pub fn app(state: AppState) -> Router {
@@ -145,17 +150,17 @@ pub async fn run(
     let tasks = tokio_util::task::TaskTracker::new();
     let relay_stop = CancellationToken::new();
     let (_relay, dispatcher) =
-        airline_runtime::service::start_outbox(rt, "gateway", &tasks, &relay_stop).await?;
+        airline_runtime::service::start_outbox(rt, SERVICE.name, &tasks, &relay_stop).await?;
     // Replays an operator committed but did not get out (a crashed `airline dlq
     // replay`, or a replay over HTTP cut short).
-    airline_runtime::service::start_relay(
-        rt,
-        airline_runtime::dead_letters::OPERATOR,
-        &tasks,
-        &relay_stop,
-    )
-    .await?;
+    airline_runtime::service::start_relay(rt, airline_dead_letters::OPERATOR, &tasks, &relay_stop)
+        .await?;
     tasks.spawn(forget_idempotency_keys(rt.pool.clone(), relay_stop.clone()));
+    tasks.spawn(airline_runtime::db::maintain(
+        rt.pool.clone(),
+        vec![SERVICE.name],
+        relay_stop.clone(),
+    ));
     let result =
         airline_runtime::service::serve(app(AppState::new(rt, dispatcher)), listener, shutdown)
             .await;

@@ -62,7 +62,7 @@ pub fn document() -> String {
 pub(crate) struct Document(std::sync::Arc<String>);
 
 pub(crate) fn router(state: AppState) -> Router {
-    let cors = cors(&state.config.cors_origins);
+    let cors = cors(&state.config.http.cors_origins);
     let (api, doc) = split();
     let doc = Document(std::sync::Arc::new(
         doc.to_pretty_json().unwrap_or_default(),

@@ -90,7 +90,7 @@ pub(crate) async fn create(
     Extension(caller): Extension<Caller>,
     Body(NewEndpoint(url, events)): Body<NewEndpoint>,
 ) -> Result<Response> {
-    destination::vet(&url, s.config.webhook_allow_private)
+    destination::vet(&url, s.config.webhooks.allow_private)
         .await
         .map_err(|refusal: Refusal| Problem::unprocessable("url", refusal.to_string()))?;
     let (endpoint, secret) = endpoints::create(&s.pool, caller.key_id, &url, &events).await?;

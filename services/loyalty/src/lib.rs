@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use airline_contracts::Message;
 use airline_contracts::messages::LoyaltyAwarded;
-use airline_contracts::topology::queues_of;
-use airline_runtime::{Handler, HandlerError, Handlers, Incoming, Runtime, async_trait};
+use airline_contracts::topology::{LOYALTY_CANCELLED, LOYALTY_CONFIRMED};
+use airline_runtime::{Consumer, Handler, HandlerError, Incoming, Service, async_trait};
 use serde::Serialize;
 use sqlx::migrate::Migrator;
 use sqlx::{PgConnection, PgExecutor};
@@ -112,13 +112,18 @@ pub async fn profile(db: impl PgExecutor<'_>, customer_id: &str) -> sqlx::Result
     ))
 }
 
-/// The loyalty service's consumers.
-#[must_use]
-pub fn handlers(_rt: &Runtime) -> Handlers {
-    queues_of("loyalty")
-        .map(|q| (q, Arc::new(AwardPoints) as Arc<dyn Handler>))
-        .collect()
-}
+/// The loyalty service: schema `loyalty`, the points ledger.
+pub static SERVICE: Service = Service {
+    name: "loyalty",
+    migrations: &MIGRATIONS,
+    reads: &[],
+    consumers: &[Consumer {
+        queues: &[&LOYALTY_CONFIRMED, &LOYALTY_CANCELLED],
+        handler: |_, _| Ok(Arc::new(AwardPoints)),
+    }],
+    jobs: &[],
+    gauges: &[],
+};
 
 /// Credits a confirmed booking's points, once per booking.
 #[derive(Debug, Clone, Copy)]

@@ -1,10 +1,5 @@
 //! `airline-loyalty`: the points ledger.
 
 fn main() -> std::process::ExitCode {
-    airline_runtime::service::worker_main(
-        "loyalty",
-        &airline_loyalty::MIGRATIONS,
-        airline_loyalty::handlers,
-        &[],
-    )
+    airline_runtime::service::worker_main(&airline_loyalty::SERVICE)
 }

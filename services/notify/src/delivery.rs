@@ -62,10 +62,7 @@ impl DeliverWebhooks {
         allow_private: bool,
         disable_after: Duration,
     ) -> anyhow::Result<Self> {
-        // reqwest is built without a default crypto provider (see Cargo.toml); the
-        // first handler in the process installs ring's, later ones find it there.
-        airline_runtime::install_tls();
-        let mut builder = reqwest::Client::builder()
+        let mut builder = airline_runtime::http_client()
             .timeout(DELIVERY_TIMEOUT)
             // A redirect would send the delivery somewhere nobody vetted; the
             // specification counts a 3xx as a failure anyway.

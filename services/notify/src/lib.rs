@@ -16,8 +16,8 @@ use std::sync::Arc;
 
 use airline_contracts::Message;
 use airline_contracts::messages::DeliverWebhook;
-use airline_contracts::topology::queues_of;
-use airline_runtime::{Handler, HandlerError, Handlers, Incoming, Runtime, async_trait};
+use airline_contracts::topology::{LOYALTY_AWARDED, NOTIFY_OUTCOMES, WEBHOOK_DELIVERIES};
+use airline_runtime::{Consumer, Handler, HandlerError, Incoming, Service, async_trait};
 use sha2::{Digest as _, Sha256};
 use sqlx::PgConnection;
 use sqlx::migrate::Migrator;
@@ -33,33 +33,32 @@ pub mod signature;
 pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 
 /// The queue of webhook deliveries (logical name).
-pub const WEBHOOK_QUEUE: &str = "notify.webhook-deliveries";
+pub const WEBHOOK_QUEUE: &str = WEBHOOK_DELIVERIES.name;
 
-/// The notify service's consumers.
-///
-/// # Panics
-/// When the webhook delivery client cannot be built (its TLS setup), at start.
-#[must_use]
-pub fn handlers(rt: &Runtime) -> Handlers {
-    let deliver: Arc<dyn Handler> = Arc::new(
-        delivery::DeliverWebhooks::new(
-            &rt.pool,
-            rt.config.webhook_allow_private,
-            rt.config.webhook_disable_after,
-        )
-        .expect("the webhook delivery client builds"),
-    );
-    queues_of("notify")
-        .map(|q| {
-            let handler = if q.name == WEBHOOK_QUEUE {
-                deliver.clone()
-            } else {
-                Arc::new(LogNotification) as Arc<dyn Handler>
-            };
-            (q, handler)
-        })
-        .collect()
-}
+/// The notify service: schema `notify`, the notification log and webhooks.
+pub static SERVICE: Service = Service {
+    name: "notify",
+    migrations: &MIGRATIONS,
+    reads: &[],
+    consumers: &[
+        Consumer {
+            queues: &[&NOTIFY_OUTCOMES, &LOYALTY_AWARDED],
+            handler: |_, _| Ok(Arc::new(LogNotification)),
+        },
+        Consumer {
+            queues: &[&WEBHOOK_DELIVERIES],
+            handler: |config, pool| {
+                Ok(Arc::new(delivery::DeliverWebhooks::new(
+                    pool,
+                    config.webhooks.allow_private,
+                    config.webhooks.disable_after,
+                )?))
+            },
+        },
+    ],
+    jobs: &[],
+    gauges: &[],
+};
 
 /// Writes an outcome to `notify.notifications` and sends its webhooks.
 #[derive(Debug, Clone, Copy)]

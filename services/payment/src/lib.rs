@@ -13,9 +13,9 @@ use std::sync::Arc;
 use airline_contracts::messages::{
     CollectPayment, PaymentCollected, PaymentDeclined, PaymentRefunded, RefundPayment,
 };
-use airline_contracts::topology::queues_of;
+use airline_contracts::topology::{COLLECT_PAYMENT, REFUND_PAYMENT};
 use airline_contracts::{FailureReason, Message};
-use airline_runtime::{Handler, HandlerError, Handlers, Incoming, Runtime, async_trait};
+use airline_runtime::{Config, Consumer, Handler, HandlerError, Incoming, Service, async_trait};
 use provider::{ChargeRequest, PaymentProvider, ProviderError, SimulatedProvider};
 use sqlx::migrate::Migrator;
 use sqlx::{PgConnection, Row};
@@ -23,25 +23,37 @@ use sqlx::{PgConnection, Row};
 /// The payment schema's migrations.
 pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 
-/// The payment service's consumers, with the simulated provider.
-#[must_use]
-pub fn handlers(rt: &Runtime) -> Handlers {
-    let c = &rt.config;
-    // tok_timeout answers after the saga has given up waiting, and well before the
-    // refund that follows runs out of time itself.
-    let timeout_delay = c.payment_deadline.mul_f64(1.5);
-    let handler = Arc::new(Payments {
-        provider: Arc::new(SimulatedProvider::new(
-            c.payment_latency,
-            c.payment_failure_rate,
-            timeout_delay,
-        )),
-        fail_collect: c.fails("collect-payment"),
-        fail_refund: c.fails("refund-payment"),
-    });
-    queues_of("payment")
-        .map(|q| (q, Arc::clone(&handler) as Arc<dyn Handler>))
-        .collect()
+/// The payment service: schema `payment`, charges and refunds.
+pub static SERVICE: Service = Service {
+    name: "payment",
+    migrations: &MIGRATIONS,
+    reads: &[],
+    // One provider for collects and refunds: it keeps each token's failures.
+    consumers: &[Consumer {
+        queues: &[&COLLECT_PAYMENT, &REFUND_PAYMENT],
+        handler: |config, _| Ok(Arc::new(Payments::simulated(config))),
+    }],
+    jobs: &[],
+    gauges: &[],
+};
+
+impl Payments {
+    /// Payments against the simulated provider, as configured.
+    #[must_use]
+    pub fn simulated(c: &Config) -> Self {
+        // tok_timeout answers after the saga has given up waiting, and well before the
+        // refund that follows runs out of time itself.
+        let timeout_delay = c.saga.payment_deadline.mul_f64(1.5);
+        Self {
+            provider: Arc::new(SimulatedProvider::new(
+                c.payment.latency,
+                c.payment.failure_rate,
+                timeout_delay,
+            )),
+            fail_collect: c.fails(airline_runtime::config::FaultStep::CollectPayment),
+            fail_refund: c.fails(airline_runtime::config::FaultStep::RefundPayment),
+        }
+    }
 }
 
 /// Collects and refunds.

@@ -1,10 +1,5 @@
 //! `airline-payment`: charges and refunds against the payment provider.
 
 fn main() -> std::process::ExitCode {
-    airline_runtime::service::worker_main(
-        "payment",
-        &airline_payment::MIGRATIONS,
-        airline_payment::handlers,
-        &[],
-    )
+    airline_runtime::service::worker_main(&airline_payment::SERVICE)
 }

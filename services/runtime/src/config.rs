@@ -1,8 +1,11 @@
 //! Configuration from environment variables, with safe local defaults.
+//!
+//! Every variable is declared once, in [`VARIABLES`] (name, default, meaning and
+//! how it is set); parsing walks that table, and a unit test holds README.md's
+//! configuration table to it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::str::FromStr;
 use std::time::Duration;
 
 use airline_contracts::QUEUES;
@@ -10,49 +13,160 @@ use airline_contracts::topology::DEFAULT_PREFIX;
 
 use crate::retry::RetryPolicy;
 
-/// The saga steps a fault can be injected into (`AIRLINE_FAULT_STEPS`), so that each
+mod variables;
+
+pub use variables::{VARIABLES, Variable};
+
+/// A step a fault can be injected into (`AIRLINE_FAULT_STEPS`), so that each
 /// compensation chain can be run end to end. Off by default.
 ///
 /// The four forward steps fail as a business outcome (the saga compensates); the two
 /// compensation steps fail transiently on every try (their retries run out, and the
 /// saga is parked when its deadline passes).
-pub const FAULT_STEPS: &[&str] = &[
-    "reserve-seat",
-    "reserve-booking",
-    "collect-payment",
-    "confirm-booking",
-    "refund-payment",
-    "release-seat",
-    // Not a saga step: `airline dlq drain` crashes after committing its first batch,
-    // before acking it (to test that nothing is stored twice).
-    "drain-commit",
-];
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FaultStep {
+    /// `reserve-seat`: the catalog refuses the seat.
+    ReserveSeat,
+    /// `reserve-booking`: the booking cannot be reserved.
+    ReserveBooking,
+    /// `collect-payment`: the payment is declined.
+    CollectPayment,
+    /// `confirm-booking`: the booking cannot be confirmed.
+    ConfirmBooking,
+    /// `refund-payment`: the refund fails transiently, every time.
+    RefundPayment,
+    /// `release-seat`: the seat release fails transiently, every time.
+    ReleaseSeat,
+    /// `drain-commit`: not a saga step; `airline dlq drain` crashes after committing
+    /// its first batch, before acking it (to test that nothing is stored twice).
+    DrainCommit,
+}
 
-/// Everything a service reads from its environment. `Debug` hides the passwords.
-#[derive(Clone)]
+impl FaultStep {
+    /// Every step, in the order error messages list them.
+    pub const ALL: [Self; 7] = [
+        Self::ReserveSeat,
+        Self::ReserveBooking,
+        Self::CollectPayment,
+        Self::ConfirmBooking,
+        Self::RefundPayment,
+        Self::ReleaseSeat,
+        Self::DrainCommit,
+    ];
+
+    /// The name `AIRLINE_FAULT_STEPS` uses.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::ReserveSeat => "reserve-seat",
+            Self::ReserveBooking => "reserve-booking",
+            Self::CollectPayment => "collect-payment",
+            Self::ConfirmBooking => "confirm-booking",
+            Self::RefundPayment => "refund-payment",
+            Self::ReleaseSeat => "release-seat",
+            Self::DrainCommit => "drain-commit",
+        }
+    }
+}
+
+impl std::fmt::Display for FaultStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for FaultStep {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|step| step.name() == s)
+            .ok_or_else(|| {
+                let known: Vec<&str> = Self::ALL.iter().map(|s| s.name()).collect();
+                format!("unknown step `{s}`; known: {}", known.join(", "))
+            })
+    }
+}
+
+/// Everything a service reads from its environment, by concern. `Debug` hides the
+/// passwords.
+#[derive(Clone, Debug)]
 pub struct Config {
+    /// The broker and the names on it.
+    pub broker: BrokerConfig,
+    /// The database.
+    pub database: DatabaseConfig,
+    /// The HTTP listener.
+    pub http: HttpConfig,
+    /// The outbox relay.
+    pub outbox: OutboxConfig,
+    /// How transient handler errors are retried.
+    pub retry: RetryConfig,
+    /// The saga's deadlines.
+    pub saga: SagaConfig,
+    /// Faults injected on purpose.
+    pub faults: FaultConfig,
+    /// The dead-letter store.
+    pub dead_letters: DeadLetterConfig,
+    /// The simulated payment provider.
+    pub payment: PaymentConfig,
+    /// Webhook deliveries.
+    pub webhooks: WebhookConfig,
+}
+
+/// The broker section.
+#[derive(Clone)]
+pub struct BrokerConfig {
     /// `AMQP_URL`: the broker, with its vhost.
-    pub amqp_url: String,
-    /// `DATABASE_URL`: the database; created if missing.
-    pub database_url: String,
-    /// `AIRLINE_HTTP_ADDR`: where the gateway, or a worker's /healthz, listens.
-    pub http_addr: SocketAddr,
+    pub url: String,
     /// `AIRLINE_PREFIX`: put before every exchange and queue name.
     pub prefix: String,
     /// `AIRLINE_PREFETCH`: unacknowledged deliveries per consumer, and so the
     /// number of messages a consumer handles at once.
     pub prefetch: u16,
+}
+
+/// The database section.
+#[derive(Clone)]
+pub struct DatabaseConfig {
+    /// `DATABASE_URL`: the database; created if missing.
+    pub url: String,
     /// `AIRLINE_DB_POOL`: database connections per process.
-    pub db_pool: u32,
+    pub pool: u32,
+}
+
+/// The HTTP section.
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    /// `AIRLINE_HTTP_ADDR`: where the gateway, or a worker's /healthz, listens.
+    pub addr: SocketAddr,
+    /// `AIRLINE_CORS_ORIGINS`: comma-separated origins (`https://app.example.com`)
+    /// whose browser pages may call the gateway; none (CORS off) by default.
+    pub cors_origins: Vec<String>,
+}
+
+/// The outbox section.
+#[derive(Clone, Debug)]
+pub struct OutboxConfig {
     /// `AIRLINE_OUTBOX_BATCH`: outbox rows the relay publishes per transaction.
-    pub outbox_batch: i64,
-    /// `AIRLINE_FAULT_STEPS`: comma-separated saga steps that fail on purpose.
-    pub fault_steps: BTreeSet<String>,
+    pub batch: i64,
+}
+
+/// The retry section.
+#[derive(Clone, Debug)]
+pub struct RetryConfig {
     /// `AIRLINE_RETRY` (`attempts=4,base=1s,cap=30s`): how every queue retries.
-    pub retry: RetryPolicy,
+    pub default: RetryPolicy,
     /// `AIRLINE_RETRY_<QUEUE>` (queue name in upper snake case, e.g.
-    /// `AIRLINE_RETRY_PAYMENT_COLLECT`): a queue's own policy.
-    pub retry_overrides: BTreeMap<String, RetryPolicy>,
+    /// `AIRLINE_RETRY_PAYMENT_COLLECT`): a queue's own policy, by logical queue
+    /// name; the webhook queue has one by default ([`WEBHOOK_RETRY`]).
+    pub overrides: BTreeMap<String, RetryPolicy>,
+}
+
+/// The saga section.
+#[derive(Clone, Debug)]
+pub struct SagaConfig {
     /// `AIRLINE_STEP_DEADLINE`: how long the saga waits for a seat step.
     pub step_deadline: Duration,
     /// `AIRLINE_PAYMENT_DEADLINE`: how long the saga waits for a payment step.
@@ -61,26 +175,45 @@ pub struct Config {
     /// dead-lettered is held for an operator (replay resumes it) before it is
     /// compensated anyway.
     pub hold_deadline: Duration,
+}
+
+/// The fault-injection section.
+#[derive(Clone, Debug, Default)]
+pub struct FaultConfig {
+    /// `AIRLINE_FAULT_STEPS`: comma-separated steps that fail on purpose.
+    pub steps: BTreeSet<FaultStep>,
+}
+
+/// The dead-letter store section.
+#[derive(Clone, Debug)]
+pub struct DeadLetterConfig {
     /// `AIRLINE_DLQ_MAX`: the most dead letters the store keeps; draining stops
     /// when it is full.
-    pub dlq_max: i64,
+    pub max: i64,
     /// `AIRLINE_DLQ_RETENTION`: how long replayed and discarded dead letters are
     /// kept before draining deletes them.
-    pub dlq_retention: Duration,
+    pub retention: Duration,
+}
+
+/// The simulated payment provider section.
+#[derive(Clone, Debug)]
+pub struct PaymentConfig {
     /// `AIRLINE_PAYMENT_LATENCY`: simulated provider latency per call.
-    pub payment_latency: Duration,
+    pub latency: Duration,
     /// `AIRLINE_PAYMENT_FAILURE_RATE`: share (0 to 1) of simulated provider calls
     /// that fail transiently.
-    pub payment_failure_rate: f64,
-    /// `AIRLINE_CORS_ORIGINS`: comma-separated origins (`https://app.example.com`)
-    /// whose browser pages may call the gateway; none (CORS off) by default.
-    pub cors_origins: Vec<String>,
+    pub failure_rate: f64,
+}
+
+/// The webhook section.
+#[derive(Clone, Debug)]
+pub struct WebhookConfig {
     /// `AIRLINE_WEBHOOK_ALLOW_PRIVATE` (`true`/`false`): let webhook URLs lead to
     /// loopback, private and link-local addresses (tests and local use only).
-    pub webhook_allow_private: bool,
+    pub allow_private: bool,
     /// `AIRLINE_WEBHOOK_DISABLE_AFTER`: how long a webhook endpoint may keep
     /// failing before a failure disables it.
-    pub webhook_disable_after: Duration,
+    pub disable_after: Duration,
 }
 
 /// How webhook deliveries retry unless `AIRLINE_RETRY_NOTIFY_WEBHOOK_DELIVERIES`
@@ -92,29 +225,29 @@ pub const WEBHOOK_RETRY: RetryPolicy = RetryPolicy {
     cap: Duration::from_secs(3600),
 };
 
-impl std::fmt::Debug for Config {
+// Written out so that a new field cannot be left out of the output (the
+// destructuring stops compiling), with the URL's password hidden.
+impl std::fmt::Debug for BrokerConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Config")
-            .field("amqp_url", &redact_url(&self.amqp_url))
-            .field("database_url", &redact_url(&self.database_url))
-            .field("http_addr", &self.http_addr)
-            .field("prefix", &self.prefix)
-            .field("prefetch", &self.prefetch)
-            .field("db_pool", &self.db_pool)
-            .field("outbox_batch", &self.outbox_batch)
-            .field("fault_steps", &self.fault_steps)
-            .field("retry", &self.retry)
-            .field("retry_overrides", &self.retry_overrides)
-            .field("step_deadline", &self.step_deadline)
-            .field("payment_deadline", &self.payment_deadline)
-            .field("hold_deadline", &self.hold_deadline)
-            .field("dlq_max", &self.dlq_max)
-            .field("dlq_retention", &self.dlq_retention)
-            .field("payment_latency", &self.payment_latency)
-            .field("payment_failure_rate", &self.payment_failure_rate)
-            .field("cors_origins", &self.cors_origins)
-            .field("webhook_allow_private", &self.webhook_allow_private)
-            .field("webhook_disable_after", &self.webhook_disable_after)
+        let Self {
+            url,
+            prefix,
+            prefetch,
+        } = self;
+        f.debug_struct("BrokerConfig")
+            .field("url", &redact_url(url))
+            .field("prefix", prefix)
+            .field("prefetch", prefetch)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Self { url, pool } = self;
+        f.debug_struct("DatabaseConfig")
+            .field("url", &redact_url(url))
+            .field("pool", pool)
             .finish()
     }
 }
@@ -129,31 +262,48 @@ pub struct ConfigError {
 }
 
 impl Default for Config {
+    /// The defaults [`VARIABLES`] lists (a unit test holds the two together).
     fn default() -> Self {
         Self {
-            amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
-            database_url: "postgres://postgres@127.0.0.1:5432/airline".into(),
-            http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            prefix: DEFAULT_PREFIX.into(),
-            prefetch: 32,
-            db_pool: 20,
-            outbox_batch: 200,
-            fault_steps: BTreeSet::new(),
-            retry: RetryPolicy::default(),
-            retry_overrides: BTreeMap::from([(
-                "notify.webhook-deliveries".to_owned(),
-                WEBHOOK_RETRY,
-            )]),
-            step_deadline: Duration::from_secs(10),
-            payment_deadline: Duration::from_secs(30),
-            hold_deadline: Duration::from_secs(24 * 3600),
-            dlq_max: 100_000,
-            dlq_retention: Duration::from_secs(14 * 24 * 3600),
-            payment_latency: Duration::ZERO,
-            payment_failure_rate: 0.0,
-            cors_origins: Vec::new(),
-            webhook_allow_private: false,
-            webhook_disable_after: Duration::from_secs(24 * 3600),
+            broker: BrokerConfig {
+                url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+                prefix: DEFAULT_PREFIX.into(),
+                prefetch: 32,
+            },
+            database: DatabaseConfig {
+                url: "postgres://postgres@127.0.0.1:5432/airline".into(),
+                pool: 20,
+            },
+            http: HttpConfig {
+                addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+                cors_origins: Vec::new(),
+            },
+            outbox: OutboxConfig { batch: 200 },
+            retry: RetryConfig {
+                default: RetryPolicy::default(),
+                overrides: BTreeMap::from([(
+                    "notify.webhook-deliveries".to_owned(),
+                    WEBHOOK_RETRY,
+                )]),
+            },
+            saga: SagaConfig {
+                step_deadline: Duration::from_secs(10),
+                payment_deadline: Duration::from_secs(30),
+                hold_deadline: Duration::from_secs(24 * 3600),
+            },
+            faults: FaultConfig::default(),
+            dead_letters: DeadLetterConfig {
+                max: 100_000,
+                retention: Duration::from_secs(14 * 24 * 3600),
+            },
+            payment: PaymentConfig {
+                latency: Duration::ZERO,
+                failure_rate: 0.0,
+            },
+            webhooks: WebhookConfig {
+                allow_private: false,
+                disable_after: Duration::from_secs(24 * 3600),
+            },
         }
     }
 }
@@ -173,158 +323,20 @@ impl Config {
     /// [`ConfigError`] names the first variable whose value cannot be used.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let mut config = Self::default();
-        if let Some(v) = lookup("AMQP_URL") {
-            if !v.starts_with("amqp://") && !v.starts_with("amqps://") {
-                return Err(invalid(
-                    "AMQP_URL",
-                    &v,
-                    "must start with amqp:// or amqps://",
-                ));
-            }
-            config.amqp_url = v;
-        }
-        if let Some(v) = lookup("DATABASE_URL") {
-            if !v.starts_with("postgres://") && !v.starts_with("postgresql://") {
-                return Err(invalid(
-                    "DATABASE_URL",
-                    &redact_url(&v),
-                    "must start with postgres://",
-                ));
-            }
-            config.database_url = v;
-        }
-        parse_into(
-            &lookup,
-            "AIRLINE_HTTP_ADDR",
-            &mut config.http_addr,
-            "expected host:port, e.g. 127.0.0.1:8080",
-        )?;
-        parse_into(
-            &lookup,
-            "AIRLINE_PREFETCH",
-            &mut config.prefetch,
-            "expected 1 to 65535",
-        )?;
-        parse_into(
-            &lookup,
-            "AIRLINE_DB_POOL",
-            &mut config.db_pool,
-            "expected a whole number",
-        )?;
-        parse_into(
-            &lookup,
-            "AIRLINE_OUTBOX_BATCH",
-            &mut config.outbox_batch,
-            "expected a whole number",
-        )?;
-        parse_into(
-            &lookup,
-            "AIRLINE_DLQ_MAX",
-            &mut config.dlq_max,
-            "expected a whole number",
-        )?;
-        if config.dlq_max < 0 {
-            return Err(invalid("AIRLINE_DLQ_MAX", "negative", "must be 0 or more"));
-        }
-        if config.prefetch == 0 || config.db_pool == 0 || config.outbox_batch <= 0 {
-            return Err(invalid(
-                "AIRLINE_PREFETCH/AIRLINE_DB_POOL/AIRLINE_OUTBOX_BATCH",
-                "0",
-                "must be at least 1",
-            ));
-        }
-        if let Some(v) = lookup("AIRLINE_PREFIX") {
-            if !v
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-            {
-                return Err(invalid(
-                    "AIRLINE_PREFIX",
-                    &v,
-                    "may hold only letters, digits, '.', '_' and '-'",
-                ));
-            }
-            config.prefix = v;
-        }
-        if let Some(v) = lookup("AIRLINE_FAULT_STEPS") {
-            for step in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-                if !FAULT_STEPS.contains(&step) {
-                    let known = FAULT_STEPS.join(", ");
-                    return Err(invalid(
-                        "AIRLINE_FAULT_STEPS",
-                        &v,
-                        &format!("unknown step `{step}`; known: {known}"),
-                    ));
-                }
-                config.fault_steps.insert(step.to_owned());
+        for variable in VARIABLES {
+            let Some(set) = variable.set else { continue };
+            if let Some(v) = lookup(variable.name) {
+                set(&mut config, &v).map_err(|reason| invalid(variable.name, &v, &reason))?;
             }
         }
-        if let Some(v) = lookup("AIRLINE_RETRY") {
-            config.retry = RetryPolicy::parse(&v, config.retry)
-                .map_err(|e| invalid("AIRLINE_RETRY", &v, &e))?;
-        }
+        // After `AIRLINE_RETRY`, which a queue's own policy starts from.
         for queue in QUEUES {
             let name = retry_variable(queue.name);
             if let Some(v) = lookup(&name) {
                 let policy = RetryPolicy::parse(&v, config.retry_for(queue.name))
-                    .map_err(|e| invalid_owned(&name, &v, &e))?;
-                config.retry_overrides.insert(queue.name.to_owned(), policy);
+                    .map_err(|e| invalid(&name, &v, &e))?;
+                config.retry.overrides.insert(queue.name.to_owned(), policy);
             }
-        }
-        for (name, slot) in [
-            ("AIRLINE_STEP_DEADLINE", &mut config.step_deadline),
-            ("AIRLINE_PAYMENT_DEADLINE", &mut config.payment_deadline),
-            ("AIRLINE_PAYMENT_LATENCY", &mut config.payment_latency),
-            ("AIRLINE_HOLD_DEADLINE", &mut config.hold_deadline),
-            ("AIRLINE_DLQ_RETENTION", &mut config.dlq_retention),
-            (
-                "AIRLINE_WEBHOOK_DISABLE_AFTER",
-                &mut config.webhook_disable_after,
-            ),
-        ] {
-            if let Some(v) = lookup(name) {
-                *slot = crate::retry::parse_duration(&v).map_err(|e| invalid(name, &v, &e))?;
-            }
-        }
-        if let Some(v) = lookup("AIRLINE_PAYMENT_FAILURE_RATE") {
-            config.payment_failure_rate = v
-                .parse()
-                .ok()
-                .filter(|r: &f64| (0.0..=1.0).contains(r))
-                .ok_or_else(|| {
-                    invalid(
-                        "AIRLINE_PAYMENT_FAILURE_RATE",
-                        &v,
-                        "expected a number from 0 to 1",
-                    )
-                })?;
-        }
-        parse_into(
-            &lookup,
-            "AIRLINE_WEBHOOK_ALLOW_PRIVATE",
-            &mut config.webhook_allow_private,
-            "expected true or false",
-        )?;
-        if let Some(v) = lookup("AIRLINE_CORS_ORIGINS") {
-            let origins: Vec<String> = v
-                .split(',')
-                .map(str::trim)
-                .filter(|o| !o.is_empty())
-                .map(str::to_owned)
-                .collect();
-            if let Some(bad) = origins.iter().find(|o| {
-                !(o.starts_with("http://") || o.starts_with("https://"))
-                    || o.trim_start_matches("https://")
-                        .trim_start_matches("http://")
-                        .contains('/')
-            }) {
-                return Err(invalid(
-                    "AIRLINE_CORS_ORIGINS",
-                    bad,
-                    "expected origins such as https://app.example.com, comma-separated",
-                ));
-            }
-            config.cors_origins = origins;
         }
         Ok(config)
     }
@@ -332,27 +344,25 @@ impl Config {
     /// The retry policy of a queue (logical name).
     #[must_use]
     pub fn retry_for(&self, queue: &str) -> RetryPolicy {
-        self.retry_overrides
+        self.retry
+            .overrides
             .get(queue)
             .copied()
-            .unwrap_or(self.retry)
+            .unwrap_or(self.retry.default)
     }
 
-    /// Whether a fault is injected into `step` (one of [`FAULT_STEPS`]).
+    /// Whether a fault is injected into `step`.
     #[must_use]
-    pub fn fails(&self, step: &str) -> bool {
-        self.fault_steps.contains(step)
+    pub fn fails(&self, step: FaultStep) -> bool {
+        self.faults.steps.contains(&step)
     }
 }
 
-fn invalid(name: &'static str, value: &str, reason: &str) -> ConfigError {
-    invalid_owned(name, value, reason)
-}
-
-fn invalid_owned(name: &str, value: &str, reason: &str) -> ConfigError {
+// The value is shown redacted: a URL's password must not reach a log.
+fn invalid(name: &str, value: &str, reason: &str) -> ConfigError {
     ConfigError {
         name: name.to_owned(),
-        value: value.to_owned(),
+        value: redact_url(value),
         reason: reason.to_owned(),
     }
 }
@@ -372,18 +382,6 @@ pub fn retry_variable(queue: &str) -> String {
         })
         .collect();
     format!("AIRLINE_RETRY_{upper}")
-}
-
-fn parse_into<T: FromStr>(
-    lookup: &impl Fn(&str) -> Option<String>,
-    name: &'static str,
-    slot: &mut T,
-    reason: &str,
-) -> Result<(), ConfigError> {
-    if let Some(v) = lookup(name) {
-        *slot = v.parse().map_err(|_| invalid(name, &v, reason))?;
-    }
-    Ok(())
 }
 
 /// A URL with its password replaced by `***`, for messages and logs.
@@ -419,11 +417,11 @@ mod tests {
     #[test]
     fn defaults_are_local() {
         let c = from(&[]).expect("defaults");
-        assert_eq!(c.amqp_url, "amqp://guest:guest@127.0.0.1:5672/%2f");
-        assert_eq!(c.database_url, "postgres://postgres@127.0.0.1:5432/airline");
-        assert_eq!(c.http_addr.to_string(), "127.0.0.1:8080");
-        assert_eq!(c.prefix, "airline.");
-        assert!(c.fault_steps.is_empty());
+        assert_eq!(c.broker.url, "amqp://guest:guest@127.0.0.1:5672/%2f");
+        assert_eq!(c.database.url, "postgres://postgres@127.0.0.1:5432/airline");
+        assert_eq!(c.http.addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.broker.prefix, "airline.");
+        assert!(c.faults.steps.is_empty());
     }
 
     #[test]
@@ -443,10 +441,56 @@ mod tests {
     }
 
     #[test]
+    fn zero_and_negative_sizes_are_refused_by_name() {
+        for name in [
+            "AIRLINE_PREFETCH",
+            "AIRLINE_DB_POOL",
+            "AIRLINE_OUTBOX_BATCH",
+        ] {
+            let err = from(&[(name, "0")]).unwrap_err().to_string();
+            assert!(err.starts_with(&format!("{name}=\"0\"")), "{err}");
+        }
+        let err = from(&[("AIRLINE_DLQ_MAX", "-1")]).unwrap_err().to_string();
+        assert!(err.starts_with("AIRLINE_DLQ_MAX="), "{err}");
+        assert_eq!(
+            from(&[("AIRLINE_DLQ_MAX", "0")])
+                .expect("valid")
+                .dead_letters
+                .max,
+            0
+        );
+    }
+
+    #[test]
     fn fault_steps_parse() {
         let c = from(&[("AIRLINE_FAULT_STEPS", "confirm-booking, reserve-seat")]).expect("valid");
         assert!(
-            c.fails("confirm-booking") && c.fails("reserve-seat") && !c.fails("collect-payment")
+            c.fails(FaultStep::ConfirmBooking)
+                && c.fails(FaultStep::ReserveSeat)
+                && !c.fails(FaultStep::CollectPayment)
+        );
+    }
+
+    #[test]
+    fn fault_steps_name_themselves_and_list_the_known_ones() {
+        for step in FaultStep::ALL {
+            assert_eq!(step.name().parse::<FaultStep>(), Ok(step));
+            assert_eq!(step.to_string(), step.name());
+        }
+        let err = from(&[("AIRLINE_FAULT_STEPS", "drain-commit,explode")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.ends_with(
+                "unknown step `explode`; known: reserve-seat, reserve-booking, \
+                 collect-payment, confirm-booking, refund-payment, release-seat, drain-commit"
+            ),
+            "{err}"
+        );
+        let c = from(&[("AIRLINE_FAULT_STEPS", " drain-commit ,, ")]).expect("valid");
+        assert_eq!(
+            c.faults.steps.into_iter().collect::<Vec<_>>(),
+            [FaultStep::DrainCommit]
         );
     }
 
@@ -472,15 +516,36 @@ mod tests {
             .to_string();
         assert!(err.contains("AIRLINE_PAYMENT_FAILURE_RATE"), "{err}");
         let c = from(&[("AIRLINE_PAYMENT_DEADLINE", "3s")]).expect("valid");
-        assert_eq!(c.payment_deadline, Duration::from_secs(3));
+        assert_eq!(c.saga.payment_deadline, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn durations_are_humantime_everywhere() {
+        let c = from(&[
+            ("AIRLINE_STEP_DEADLINE", "200ms"),
+            ("AIRLINE_HOLD_DEADLINE", "1h 30m"),
+            ("AIRLINE_DLQ_RETENTION", "14d"),
+            ("AIRLINE_PAYMENT_LATENCY", "1.5s"),
+            ("AIRLINE_RETRY", "attempts=4,base=1s,cap=30s"),
+        ])
+        .expect("valid");
+        assert_eq!(c.saga.step_deadline, Duration::from_millis(200));
+        assert_eq!(c.saga.hold_deadline, Duration::from_secs(5400));
+        assert_eq!(c.dead_letters.retention, Duration::from_secs(14 * 86_400));
+        assert_eq!(c.payment.latency, Duration::from_millis(1500));
+        assert_eq!(c.retry.default, RetryPolicy::default());
+        let err = from(&[("AIRLINE_HOLD_DEADLINE", "soon")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("AIRLINE_HOLD_DEADLINE=\"soon\""), "{err}");
     }
 
     #[test]
     fn webhooks_have_their_own_retries_and_settings() {
         let c = from(&[("AIRLINE_RETRY", "attempts=2")]).expect("valid");
         assert_eq!(c.retry_for("notify.webhook-deliveries"), WEBHOOK_RETRY);
-        assert!(!c.webhook_allow_private);
-        assert_eq!(c.webhook_disable_after, Duration::from_secs(86_400));
+        assert!(!c.webhooks.allow_private);
+        assert_eq!(c.webhooks.disable_after, Duration::from_secs(86_400));
         let c = from(&[
             (
                 "AIRLINE_RETRY_NOTIFY_WEBHOOK_DELIVERIES",
@@ -495,8 +560,8 @@ mod tests {
             (webhooks.attempts, webhooks.base),
             (WEBHOOK_RETRY.attempts, Duration::from_millis(100))
         );
-        assert!(c.webhook_allow_private);
-        assert_eq!(c.webhook_disable_after, Duration::from_secs(300));
+        assert!(c.webhooks.allow_private);
+        assert_eq!(c.webhooks.disable_after, Duration::from_secs(300));
         let err = from(&[("AIRLINE_WEBHOOK_ALLOW_PRIVATE", "yes")])
             .unwrap_err()
             .to_string();
@@ -513,5 +578,19 @@ mod tests {
             redact_url("postgres://postgres@h/db"),
             "postgres://postgres@h/db"
         );
+        let c = from(&[
+            ("AMQP_URL", "amqp://u:secret@h:5672/%2f"),
+            ("DATABASE_URL", "postgres://u:secret@h/db"),
+        ])
+        .expect("valid");
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("secret") && shown.contains("u:***@h"),
+            "{shown}"
+        );
+        let err = from(&[("DATABASE_URL", "mysql://u:secret@h/db")])
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("secret"), "{err}");
     }
 }

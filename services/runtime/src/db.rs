@@ -75,15 +75,23 @@ async fn create_database_if_missing(options: &PgConnectOptions) -> anyhow::Resul
     let sql = format!("CREATE DATABASE {}", quote_ident(&name));
     match sqlx::raw_sql(&sql).execute(&mut admin).await {
         Ok(_) => tracing::info!(database = %name, "created the database"),
-        // 42P04: someone else created it at the same moment.
         Err(e)
             if e.as_database_error()
                 .and_then(|d| d.code())
-                .is_some_and(|c| c == "42P04") => {}
+                .is_some_and(|c| created_by_another(&c)) => {}
         Err(e) => return Err(e.into()),
     }
     admin.close().await?;
     Ok(())
+}
+
+/// Whether a `CREATE DATABASE` failed only because another process created the same
+/// database at the same moment: 42P04 (duplicate_database) when the other had
+/// committed, 23505 (unique_violation on `pg_database_datname_index`) when both
+/// inserted their catalog row at once. Several binaries starting together on a fresh
+/// database meet the second.
+fn created_by_another(sqlstate: &str) -> bool {
+    matches!(sqlstate, "42P04" | "23505")
 }
 
 /// Quotes a PostgreSQL identifier.
@@ -123,26 +131,20 @@ pub async fn migrate(pool: &PgPool, schema: &str, migrator: &Migrator) -> anyhow
     result
 }
 
-/// Tables whose dead rows this process vacuums when they pile up.
-const MAINTAINED_SCHEMAS: &[&str] = &[
-    "messaging",
-    "catalog",
-    "booking",
-    "payment",
-    "loyalty",
-    "notify",
-    "gateway",
-];
-
-/// Vacuums the system's tables whose dead rows outnumber their live ones (and
-/// number over 10,000), every 10 s until `shutdown`.
+/// Vacuums the tables of `schemas` whose dead rows outnumber their live ones (and
+/// number over 10,000), every 10 s until `shutdown`. Each service vacuums its own
+/// schema and the messaging schema (the schemas of its descriptor).
 ///
 /// The outbox is written and deleted at the rate of the traffic, and sagas are
 /// updated several times each: with autovacuum off or lagging (it is off on some
 /// machines this runs on), the relay's scans and the deadline sweep would wade
 /// through ever more dead rows. `VACUUM (SKIP_LOCKED)` lets several processes do
 /// this without waiting on each other.
-pub async fn maintain(pool: PgPool, shutdown: tokio_util::sync::CancellationToken) {
+pub async fn maintain(
+    pool: PgPool,
+    schemas: Vec<&'static str>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -152,7 +154,7 @@ pub async fn maintain(pool: PgPool, shutdown: tokio_util::sync::CancellationToke
             "SELECT schemaname::text, relname::text FROM pg_stat_user_tables
               WHERE schemaname = ANY($1) AND n_dead_tup > 10000 AND n_dead_tup > n_live_tup",
         )
-        .bind(MAINTAINED_SCHEMAS)
+        .bind(&schemas)
         .fetch_all(&pool)
         .await
         {
@@ -173,5 +175,18 @@ pub async fn maintain(pool: PgPool, shutdown: tokio_util::sync::CancellationToke
                 Err(e) => tracing::warn!(error = %e, table = %table, "vacuum failed"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_created_by_another_process_is_no_error() {
+        assert!(created_by_another("42P04"));
+        assert!(created_by_another("23505"));
+        assert!(!created_by_another("42501"));
+        assert!(!created_by_another("3D000"));
     }
 }

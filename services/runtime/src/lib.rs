@@ -9,7 +9,10 @@
 //!   messages commit in one transaction; the delivery is acked after the commit; a
 //!   relay publishes the outbox; undecodable or refused messages are dead-lettered
 //!   with their reason;
-//! - [`dead_letters`]: the dead-letter store operators drain, replay and discard;
+//! - [`descriptor`]: a service as one value (name, migrations, consumers, jobs,
+//!   gauges), which every binary, `airline up`, the metrics and the chaos run read;
+//! - [`Refusal`]: the caller's mistake (exit status 2), as opposed to a failure of
+//!   the database or broker;
 //! - [`service`]: starting and stopping a service, `/healthz`, and the `main` of the
 //!   worker binaries.
 
@@ -17,22 +20,23 @@ pub mod broker;
 pub mod config;
 pub mod consumer;
 pub mod db;
-pub mod dead_letters;
+pub mod descriptor;
 pub mod metrics;
 pub mod outbox;
+mod refusal;
 pub mod retry;
 pub mod service;
 pub mod telemetry;
 pub mod validation;
 
 pub use config::Config;
+pub use refusal::Refusal;
 
 /// The hex SHA-256 of `parts`, separated by NUL bytes (ids of dead-letter groups,
 /// drain keys, API keys, request fingerprints).
 #[must_use]
 pub fn sha256_hex(parts: &[&[u8]]) -> String {
     use sha2::{Digest as _, Sha256};
-    use std::fmt::Write as _;
     let mut h = Sha256::new();
     for (i, p) in parts.iter().enumerate() {
         if i > 0 {
@@ -40,11 +44,15 @@ pub fn sha256_hex(parts: &[&[u8]]) -> String {
         }
         h.update(p);
     }
-    let mut s = String::with_capacity(64);
-    for b in h.finalize() {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
+    hex::encode(h.finalize())
+}
+
+/// The one way to build an HTTP client in this workspace: it installs the TLS
+/// provider first (see [`install_tls`]), without which reqwest panics, and turns
+/// Nagle's algorithm off (small requests and their answers go out at once).
+pub fn http_client() -> reqwest::ClientBuilder {
+    install_tls();
+    reqwest::Client::builder().tcp_nodelay(true)
 }
 
 /// Makes ring the process's TLS crypto provider. The workspace builds reqwest with
@@ -56,7 +64,8 @@ pub fn install_tls() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 pub use consumer::{Handler, HandlerError, Incoming, Outcome};
-pub use service::{Handlers, Runtime};
+pub use descriptor::{Consumer, Gauge, Service};
+pub use service::Runtime;
 
 /// Re-exported so that services implement [`Handler`] with the same macro.
 pub use async_trait::async_trait;

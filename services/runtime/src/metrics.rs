@@ -28,7 +28,8 @@ pub struct Metrics {
     /// HTTP request time by route and method.
     pub http_seconds: HistogramVec,
     outbox: IntGaugeVec,
-    sagas: IntGaugeVec,
+    /// The gauges of the services' descriptors, registered when first read.
+    service_gauges: std::sync::Mutex<Vec<(&'static crate::descriptor::Gauge, IntGaugeVec)>>,
     queue_depth: IntGaugeVec,
     dead_letters: IntGaugeVec,
 }
@@ -88,7 +89,7 @@ fn build() -> prometheus::Result<Metrics> {
             "Outbox rows waiting (rows) and the age of the oldest in seconds (oldest_age_seconds), by producer.",
             &["producer", "measure"],
         )?,
-        sagas: gauge("sagas", "Bookings by saga state.", &["state"])?,
+        service_gauges: std::sync::Mutex::default(),
         queue_depth: gauge(
             "queue_depth",
             "Messages ready in each work queue and each DLQ (<queue>.dlq).",
@@ -113,6 +114,63 @@ impl Metrics {
         self.deliveries
             .with_label_values(&[queue, message_type, outcome])
             .inc();
+    }
+
+    /// The registered vector of a descriptor's gauge, registered on first use.
+    fn service_gauge(&self, gauge: &'static crate::descriptor::Gauge) -> Option<IntGaugeVec> {
+        let mut known = self.service_gauges.lock().ok()?;
+        if let Some((_, vec)) = known.iter().find(|(g, _)| g.name == gauge.name) {
+            return Some(vec.clone());
+        }
+        let vec = IntGaugeVec::new(Opts::new(gauge.name, gauge.help), gauge.labels).ok()?;
+        self.registry.register(Box::new(vec.clone())).ok()?;
+        known.push((gauge, vec.clone()));
+        Some(vec)
+    }
+
+    /// Registers the gauges of `services` (for a dashboard check without a
+    /// database).
+    pub fn register(&self, services: &[&'static crate::Service]) {
+        for g in services.iter().flat_map(|s| s.gauges) {
+            let _ = self.service_gauge(g);
+        }
+    }
+
+    /// Sets one sample on every vector, the registered service gauges included, so
+    /// that each is gathered: for the test that holds the Grafana dashboard to the
+    /// metrics served (it lives where every service's descriptor is known).
+    #[doc(hidden)]
+    pub fn touch_all(&self) {
+        self.delivery("q", "t", "handled");
+        self.handler_seconds.with_label_values(&["q"]).observe(0.1);
+        self.booking_seconds
+            .with_label_values(&["CONFIRMED"])
+            .observe(0.1);
+        self.http_requests
+            .with_label_values(&["/r", "GET", "200"])
+            .inc();
+        self.http_seconds
+            .with_label_values(&["/r", "GET"])
+            .observe(0.1);
+        self.outbox.with_label_values(&["p", "rows"]).set(1);
+        self.queue_depth.with_label_values(&["q"]).set(1);
+        self.dead_letters.with_label_values(&["q", "stored"]).set(1);
+        if let Ok(known) = self.service_gauges.lock() {
+            for (gauge, vec) in known.iter() {
+                let labels = vec!["x"; gauge.labels.len()];
+                vec.with_label_values(&labels).set(1);
+            }
+        }
+    }
+
+    /// The names of every metric family registered, prefix included.
+    #[must_use]
+    pub fn families(&self) -> Vec<String> {
+        self.registry
+            .gather()
+            .iter()
+            .map(|f| f.name().to_owned())
+            .collect()
     }
 
     /// Reads the state gauges and renders everything in the text format.
@@ -142,27 +200,44 @@ impl Metrics {
                     .set(age as i64);
             }
         }
-        // Only where the booking schema exists (the gateway and the booking service).
-        let sagas: Result<Vec<(String, i64)>, _> =
-            sqlx::query_as("SELECT state, count(*) FROM booking.bookings GROUP BY state")
-                .fetch_all(&rt.pool)
-                .await;
-        if let Ok(rows) = sagas {
-            self.sagas.reset();
-            for (state, n) in rows {
-                self.sagas.with_label_values(&[&state]).set(n);
+        for service in rt.services() {
+            for g in service.gauges {
+                let Some(vec) = self.service_gauge(g) else {
+                    continue;
+                };
+                match (g.read)(&rt.pool).await {
+                    Ok(rows) => {
+                        vec.reset();
+                        for (labels, n) in rows {
+                            let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+                            vec.with_label_values(&labels).set(n);
+                        }
+                    }
+                    Err(e) => tracing::debug!(gauge = g.name, error = %e, "could not read a gauge"),
+                }
             }
         }
-        if let Ok(counts) = crate::dead_letters::counts(&rt.pool).await {
+        // The table is the messaging schema's; the store's tools (airline-dead-letters)
+        // are not linked here. Every status of a queue is reported, zeros included.
+        let dead_letters: Result<Vec<(String, i64, i64, i64)>, _> = sqlx::query_as(
+            "SELECT queue,
+                    count(*) FILTER (WHERE status = 'stored'),
+                    count(*) FILTER (WHERE status = 'replayed'),
+                    count(*) FILTER (WHERE status = 'discarded')
+               FROM messaging.dead_letters GROUP BY queue",
+        )
+        .fetch_all(&rt.pool)
+        .await;
+        if let Ok(rows) = dead_letters {
             self.dead_letters.reset();
-            for c in counts {
+            for (queue, stored, replayed, discarded) in rows {
                 for (status, n) in [
-                    ("stored", c.stored),
-                    ("replayed", c.replayed),
-                    ("discarded", c.discarded),
+                    ("stored", stored),
+                    ("replayed", replayed),
+                    ("discarded", discarded),
                 ] {
                     self.dead_letters
-                        .with_label_values(&[&c.queue, status])
+                        .with_label_values(&[&queue, status])
                         .set(n);
                 }
             }
@@ -196,53 +271,5 @@ impl Metrics {
             }
             let _ = channel.close(200, "metrics read".into()).await;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Every metric the Grafana dashboard in docs/ queries exists, with its labels.
-    #[test]
-    fn the_dashboard_uses_only_metrics_that_exist() {
-        let dashboard = include_str!("../../../docs/grafana/airline-dashboard.json");
-        let m = &*METRICS;
-        // Touch every vector once so that it is gathered.
-        m.delivery("q", "t", "handled");
-        m.handler_seconds.with_label_values(&["q"]).observe(0.1);
-        m.booking_seconds
-            .with_label_values(&["CONFIRMED"])
-            .observe(0.1);
-        m.http_requests
-            .with_label_values(&["/r", "GET", "200"])
-            .inc();
-        m.http_seconds
-            .with_label_values(&["/r", "GET"])
-            .observe(0.1);
-        m.outbox.with_label_values(&["p", "rows"]).set(1);
-        m.sagas.with_label_values(&["CONFIRMED"]).set(1);
-        m.queue_depth.with_label_values(&["q"]).set(1);
-        m.dead_letters.with_label_values(&["q", "stored"]).set(1);
-        let families: Vec<String> = m
-            .registry
-            .gather()
-            .iter()
-            .map(|f| f.name().to_owned())
-            .collect();
-        let mut used = 0;
-        for (i, _) in dashboard.match_indices("airline_") {
-            let name: String = dashboard[i..]
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect();
-            let family = ["_bucket", "_count", "_sum"]
-                .iter()
-                .find_map(|s| name.strip_suffix(s))
-                .unwrap_or(&name);
-            assert!(families.iter().any(|f| f == family), "{name} is not served");
-            used += 1;
-        }
-        assert!(used >= 10, "the dashboard queries the metrics");
     }
 }

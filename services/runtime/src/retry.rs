@@ -60,7 +60,7 @@ impl RetryPolicy {
         failures < self.attempts
     }
 
-    /// Parses `attempts=4,base=1s,cap=30s` (any subset; durations in `ms` or `s`).
+    /// Parses `attempts=4,base=1s,cap=30s` (any subset; durations as [`parse_duration`]).
     ///
     /// # Errors
     /// A sentence saying which part is wrong.
@@ -93,35 +93,15 @@ impl RetryPolicy {
     }
 }
 
-/// Parses `500ms` or `2s`.
+/// Parses a duration in humantime's format (`500ms`, `2s`, `5m`, `24h`, `14d`,
+/// `1h 30m`, `1.5s`), the one format of every duration the system reads.
 ///
 /// # Errors
 /// A sentence naming the value.
 pub fn parse_duration(value: &str) -> Result<Duration, String> {
     let v = value.trim();
-    let parsed = if let Some(ms) = v.strip_suffix("ms") {
-        ms.parse().ok().map(Duration::from_millis)
-    } else if let Some(s) = v.strip_suffix('s') {
-        s.parse().ok().map(Duration::from_secs)
-    } else if let Some(m) = v.strip_suffix('m') {
-        m.parse()
-            .ok()
-            .and_then(|m: u64| m.checked_mul(60))
-            .map(Duration::from_secs)
-    } else if let Some(h) = v.strip_suffix('h') {
-        h.parse()
-            .ok()
-            .and_then(|h: u64| h.checked_mul(3600))
-            .map(Duration::from_secs)
-    } else if let Some(d) = v.strip_suffix('d') {
-        d.parse()
-            .ok()
-            .and_then(|d: u64| d.checked_mul(86_400))
-            .map(Duration::from_secs)
-    } else {
-        None
-    };
-    parsed.ok_or_else(|| format!("`{v}` is not a duration like 500ms, 2s, 5m, 24h or 14d"))
+    humantime::parse_duration(v)
+        .map_err(|e| format!("`{v}` is not a duration like 500ms, 2s, 5m, 24h or 14d ({e})"))
 }
 
 /// The retry tier queue of `queue` (a broker name) for `delay`.
@@ -147,7 +127,19 @@ mod tests {
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
         assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
         assert_eq!(parse_duration("14d"), Ok(Duration::from_secs(14 * 86_400)));
-        for bad in ["", "5", "1.5s", "-1s", "99999999999999999999d", "1w"] {
+        // humantime's format: fractions, weeks and combinations are durations too.
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("1w"), Ok(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_duration(" 1h 30m "), Ok(Duration::from_secs(5400)));
+        for bad in [
+            "",
+            "5",
+            "-1s",
+            "99999999999999999999d",
+            "soon",
+            "1x",
+            "2s,3s",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }
@@ -191,6 +183,15 @@ mod tests {
         assert!(RetryPolicy::parse("base=soon", RetryPolicy::default()).is_err());
         assert!(RetryPolicy::parse("colour=blue", RetryPolicy::default()).is_err());
         assert!(RetryPolicy::parse("base=10s,cap=1s", RetryPolicy::default()).is_err());
+        assert_eq!(
+            RetryPolicy::parse("attempts=4,base=1s,cap=30s", RetryPolicy::default()),
+            Ok(RetryPolicy::default())
+        );
+        let long = RetryPolicy::parse("base=200ms,cap=24h", RetryPolicy::default()).expect("valid");
+        assert_eq!(
+            (long.base, long.cap),
+            (Duration::from_millis(200), Duration::from_secs(86_400))
+        );
         assert_eq!(
             tier_queue("airline.payment.collect", Duration::from_secs(2)),
             "airline.payment.collect.retry.2000ms"

@@ -4,20 +4,20 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use airline_contracts::{Names, QueueSpec};
+use airline_contracts::Names;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use sqlx::PgPool;
-use sqlx::migrate::Migrator;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{self, Publisher};
 use crate::config::Config;
-use crate::consumer::{ConsumerContext, Handler, run_consumer};
+use crate::consumer::{ConsumerContext, run_consumer};
 use crate::db;
+use crate::descriptor::{Service, closure};
 use crate::outbox::{Dispatcher, RelaySignal, run_relay, start_dispatcher};
 
 /// The connections a process shares between its services.
@@ -32,6 +32,8 @@ pub struct Runtime {
     watchdog: CancellationToken,
     /// Broker names under the configured prefix.
     pub names: Names,
+    /// The services this process runs, and those they read, each once.
+    services: Vec<&'static Service>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -44,15 +46,24 @@ impl std::fmt::Debug for Runtime {
 
 impl Runtime {
     /// Connects to the database (creating it if missing) and the broker, migrates the
-    /// messaging schema and declares the topology.
+    /// messaging schema and the schemas of `services` and of the services they read
+    /// (each once), and declares the topology.
     ///
     /// # Errors
-    /// One line naming what is unreachable.
-    pub async fn start(config: Config, process_name: &str) -> anyhow::Result<Self> {
-        let pool = db::connect(&config.database_url, config.db_pool).await?;
+    /// One line naming what is unreachable, or the migration that failed.
+    pub async fn start(
+        config: Config,
+        process_name: &str,
+        services: &[&'static Service],
+    ) -> anyhow::Result<Self> {
+        let pool = db::connect(&config.database.url, config.database.pool).await?;
         db::migrate(&pool, "messaging", &db::MESSAGING_MIGRATIONS).await?;
-        let broker = broker::Broker::connect(&config.amqp_url, process_name).await?;
-        let names = Names::new(config.prefix.clone());
+        let services = closure(services);
+        for service in &services {
+            db::migrate(&pool, service.name, service.migrations).await?;
+        }
+        let broker = broker::Broker::connect(&config.broker.url, process_name).await?;
+        let names = Names::new(config.broker.prefix.clone());
         let channel = broker.create_channel().await?;
         broker::declare_topology(&channel, &names, &config).await?;
         let _ = channel.close(200, "topology declared".into()).await;
@@ -66,15 +77,22 @@ impl Runtime {
             },
             broker,
             names,
+            services,
         })
     }
 
-    /// Runs a service's migrations in its own schema.
-    ///
-    /// # Errors
-    /// When a migration fails.
-    pub async fn migrate(&self, schema: &str, migrator: &Migrator) -> anyhow::Result<()> {
-        db::migrate(&self.pool, schema, migrator).await
+    /// The services this process runs and those they read, each once.
+    #[must_use]
+    pub fn services(&self) -> &[&'static Service] {
+        &self.services
+    }
+
+    /// The database schemas of this process's services, and the messaging schema.
+    #[must_use]
+    pub fn schemas(&self) -> Vec<&'static str> {
+        std::iter::once("messaging")
+            .chain(self.services.iter().map(|s| s.name))
+            .collect()
     }
 
     /// Closes the broker connection and the pool.
@@ -84,21 +102,6 @@ impl Runtime {
         self.pool.close().await;
     }
 }
-
-/// A service's consumers: which queue each handler serves.
-pub type Handlers = Vec<(&'static QueueSpec, Arc<dyn Handler>)>;
-
-/// Builds a service's consumers from the runtime's configuration.
-pub type HandlersFn = fn(&Runtime) -> Handlers;
-
-/// A background job of a service (a scheduled sweep), run beside its consumers
-/// until the token is cancelled. It may wake the service's relay after writing to
-/// the outbox.
-pub type JobFn = fn(
-    Runtime,
-    RelaySignal,
-    CancellationToken,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// Starts `producer`'s outbox relay and dispatcher.
 ///
@@ -139,32 +142,44 @@ pub async fn start_relay(
         publisher,
         rt.names.clone(),
         producer.to_owned(),
-        rt.config.outbox_batch,
+        rt.config.outbox.batch,
         Arc::clone(&signal),
         shutdown.clone(),
     ));
     Ok(signal)
 }
 
-/// Runs a worker service (its relay and its consumers) until `shutdown`.
+/// Runs a worker service (its relay, its consumers, its jobs, and the vacuuming of
+/// its schema) until `shutdown`.
 ///
 /// # Errors
-/// When a consumer cannot start or loses the broker for good; the others are then
+/// When its descriptor does not match the contracts, a handler cannot be built, or
+/// a consumer cannot start or loses the broker for good; the others are then
 /// stopped too.
 pub async fn run_worker(
     rt: &Runtime,
-    service: &'static str,
-    handlers: Handlers,
-    jobs: &[JobFn],
+    descriptor: &'static Service,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    descriptor.check().map_err(anyhow::Error::msg)?;
+    let service = descriptor.name;
+    let mut handlers = Vec::with_capacity(descriptor.consumers.len());
+    for c in descriptor.consumers {
+        let handler = (c.handler)(&rt.config, &rt.pool)
+            .map_err(|e| e.context(format!("building the handlers of {service}")))?;
+        handlers.extend(c.queues.iter().map(|q| (*q, Arc::clone(&handler))));
+    }
     let tasks = tokio_util::task::TaskTracker::new();
     // The relay outlives the consumers: it stops after them, to publish what their
     // last commits wrote.
     let relay_stop = CancellationToken::new();
     let (relay, dispatcher) = start_outbox(rt, service, &tasks, &relay_stop).await?;
-    tasks.spawn(db::maintain(rt.pool.clone(), shutdown.clone()));
-    for job in jobs {
+    tasks.spawn(db::maintain(
+        rt.pool.clone(),
+        vec!["messaging", service],
+        shutdown.clone(),
+    ));
+    for job in descriptor.jobs {
         tasks.spawn(job(rt.clone(), Arc::clone(&relay), shutdown.clone()));
     }
     let ctx = ConsumerContext {
@@ -172,7 +187,7 @@ pub async fn run_worker(
         pool: rt.pool.clone(),
         names: rt.names.clone(),
         service,
-        prefetch: rt.config.prefetch,
+        prefetch: rt.config.broker.prefetch,
         config: rt.config.clone(),
         dispatcher,
     };
@@ -290,20 +305,21 @@ pub async fn serve(
 /// # Errors
 /// When the address is taken or not local.
 pub async fn bind(config: &Config) -> anyhow::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(config.http_addr)
+    tokio::net::TcpListener::bind(config.http.addr)
         .await
         .map_err(|e| {
             anyhow::anyhow!(
                 "cannot listen on AIRLINE_HTTP_ADDR={}: {e}",
-                config.http_addr
+                config.http.addr
             )
         })
 }
 
-/// The `main` of a service binary: reads the environment, connects, then runs
-/// `body` until Ctrl-C or SIGTERM cancels its token. Configuration errors exit 2; an unreachable broker or database, or a
-/// failure of `body`, prints one line and exits 1.
-pub fn main_with<F, Fut>(process: &'static str, body: F) -> ExitCode
+/// The `main` of a binary that runs `services`: reads the environment, connects,
+/// migrates, then runs `body` until Ctrl-C or SIGTERM cancels its token.
+/// Configuration errors exit 2; an unreachable broker or database, or a failure of
+/// `body`, prints one line and exits 1.
+pub fn main_with<F, Fut>(process: &'static str, services: &[&'static Service], body: F) -> ExitCode
 where
     F: FnOnce(Runtime, CancellationToken) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
@@ -328,7 +344,7 @@ where
         }
     };
     let result = runtime.block_on(async move {
-        let rt = Runtime::start(config, process).await?;
+        let rt = Runtime::start(config, process, services).await?;
         let shutdown = CancellationToken::new();
         let signal_token = shutdown.clone();
         tokio::spawn(async move {
@@ -345,7 +361,7 @@ where
         Err(e) => {
             eprintln!("{process}: {e:#}");
             // A refused request (a bad id, a bad edit) is the caller's mistake.
-            if e.downcast_ref::<crate::dead_letters::Refusal>().is_some() {
+            if e.downcast_ref::<crate::Refusal>().is_some() {
                 ExitCode::from(2)
             } else {
                 ExitCode::FAILURE
@@ -356,19 +372,13 @@ where
 
 /// The `main` of a worker binary: migrates the service's schema, serves /healthz
 /// and runs the worker until Ctrl-C or SIGTERM.
-pub fn worker_main(
-    service: &'static str,
-    migrations: &'static Migrator,
-    handlers: HandlersFn,
-    jobs: &'static [JobFn],
-) -> ExitCode {
-    let process: &'static str = Box::leak(format!("airline-{service}").into_boxed_str());
-    main_with(process, move |rt, shutdown| async move {
+pub fn worker_main(service: &'static Service) -> ExitCode {
+    let process: &'static str = Box::leak(service.binary().into_boxed_str());
+    main_with(process, &[service], move |rt, shutdown| async move {
         let listener = bind(&rt.config).await?;
-        rt.migrate(service, migrations).await?;
-        tracing::info!(service, addr = %rt.config.http_addr, "serving /healthz");
+        tracing::info!(service = service.name, addr = %rt.config.http.addr, "serving /healthz");
         let http = tokio::spawn(serve(health_router(rt.clone()), listener, shutdown.clone()));
-        let result = run_worker(&rt, service, handlers(&rt), jobs, shutdown.clone()).await;
+        let result = run_worker(&rt, service, shutdown.clone()).await;
         shutdown.cancel();
         let _ = http.await;
         result

@@ -222,12 +222,12 @@ async fn a_retried_cancel_with_its_idempotency_key_cancels_once() {
 #[tokio::test]
 async fn a_cancellation_waits_out_a_refund_outage_and_then_finishes() {
     let mut app = spawn_app_with(|c| {
-        c.retry = RetryPolicy {
+        c.retry.default = RetryPolicy {
             attempts: 2,
             base: Duration::from_millis(100),
             cap: Duration::from_millis(100),
         };
-        c.payment_deadline = Duration::from_secs(2);
+        c.saga.payment_deadline = Duration::from_secs(2);
     })
     .await;
     let flight = app.create_flight(3).await;
@@ -236,7 +236,9 @@ async fn a_cancellation_waits_out_a_refund_outage_and_then_finishes() {
 
     // The provider's refunds fail: payment retries, then dead-letters the refund.
     app.restart_with(|c| {
-        c.fault_steps.insert("refund-payment".to_owned());
+        c.faults
+            .steps
+            .insert(airline_runtime::config::FaultStep::RefundPayment);
     })
     .await;
     assert_eq!(cancel(&app, &app.http, booking, None).await.status(), 202);
@@ -249,8 +251,12 @@ async fn a_cancellation_waits_out_a_refund_outage_and_then_finishes() {
     assert_eq!(b["status"], "CANCELLING");
 
     // The outage ends: the saga asks for the refund again at its deadline.
-    app.restart_with(|c| c.fault_steps.retain(|s| s != "refund-payment"))
-        .await;
+    app.restart_with(|c| {
+        c.faults
+            .steps
+            .retain(|s| *s != airline_runtime::config::FaultStep::RefundPayment)
+    })
+    .await;
     status_becomes(&app, booking, "CANCELLED").await;
     assert_eq!(app.seats_left(flight).await, 3);
     let refunds: i64 =

@@ -7,8 +7,8 @@ use std::time::Duration;
 use airline_contracts::Message;
 use airline_contracts::messages::ReleaseSeat;
 use airline_contracts::topology::DEAD_LETTER_EXCHANGE;
+use airline_dead_letters::{self as store, Filter};
 use airline_runtime::broker::{Envelope, properties};
-use airline_runtime::dead_letters::{self as store, Filter};
 use airline_runtime::retry::RetryPolicy;
 use lapin::options::{BasicGetOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
@@ -316,8 +316,8 @@ async fn held(app: &TestApp, bookings: &[Uuid]) -> i64 {
 #[tokio::test]
 async fn bookings_held_by_a_payment_outage_confirm_when_their_dead_letters_are_replayed() {
     let mut app = spawn_app_with(|c| {
-        c.payment_failure_rate = 1.0;
-        c.retry = RetryPolicy {
+        c.payment.failure_rate = 1.0;
+        c.retry.default = RetryPolicy {
             attempts: 2,
             base: Duration::from_millis(100),
             cap: Duration::from_millis(100),
@@ -344,7 +344,7 @@ async fn bookings_held_by_a_payment_outage_confirm_when_their_dead_letters_are_r
     }
 
     // The outage is over.
-    app.restart_with(|c| c.payment_failure_rate = 0.0).await;
+    app.restart_with(|c| c.payment.failure_rate = 0.0).await;
     let (code, _, stderr) = app.cli(&["dlq", "drain", "--queue", "payment.collect"], &[]);
     assert_eq!(code, Some(0), "{stderr}");
     let overview = app

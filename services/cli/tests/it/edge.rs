@@ -11,7 +11,7 @@ async fn health_metrics_and_the_api_description_stay_open() {
     // The 401s themselves are tested on the gateway alone
     // (services/gateway/tests/it/edge.rs); /healthz needs the broker up.
     let app = spawn_app().await;
-    let anonymous = reqwest::Client::new();
+    let anonymous = airline_runtime::http_client().build().expect("a client");
     // Health, metrics and the API description stay open.
     for path in ["/healthz", "/metrics", "/openapi.json"] {
         let response = anonymous.get(app.url(path)).send().await.expect("sent");

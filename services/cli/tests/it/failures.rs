@@ -44,7 +44,7 @@ async fn history(app: &TestApp, booking: uuid::Uuid) -> Vec<(String, i32, String
 
 #[tokio::test]
 async fn a_flaky_card_confirms_after_retries_shown_in_the_saga_history() {
-    let app = spawn_app_with(|c| c.retry = fast_retries()).await;
+    let app = spawn_app_with(|c| c.retry.default = fast_retries()).await;
     let flight = app.create_flight(3).await;
 
     let booking = app.book(flight, "cust-flaky", "tok_flaky").await;
@@ -63,9 +63,9 @@ async fn a_flaky_card_confirms_after_retries_shown_in_the_saga_history() {
 #[tokio::test]
 async fn exhausted_retries_dead_letter_with_their_story_and_the_saga_compensates() {
     let app = spawn_app_with(|c| {
-        c.retry = fast_retries();
-        c.payment_failure_rate = 1.0;
-        c.hold_deadline = Duration::from_secs(2);
+        c.retry.default = fast_retries();
+        c.payment.failure_rate = 1.0;
+        c.saga.hold_deadline = Duration::from_secs(2);
     })
     .await;
     let flight = app.create_flight(3).await;
@@ -112,10 +112,12 @@ async fn exhausted_retries_dead_letter_with_their_story_and_the_saga_compensates
 #[tokio::test]
 async fn a_compensation_that_cannot_finish_parks_the_saga_in_the_booking_dlq() {
     let app = spawn_app_with(|c| {
-        c.retry = fast_retries();
-        c.fault_steps
-            .extend(["confirm-booking".to_owned(), "refund-payment".to_owned()]);
-        c.payment_deadline = Duration::from_secs(2);
+        c.retry.default = fast_retries();
+        c.faults.steps.extend([
+            airline_runtime::config::FaultStep::ConfirmBooking,
+            airline_runtime::config::FaultStep::RefundPayment,
+        ]);
+        c.saga.payment_deadline = Duration::from_secs(2);
     })
     .await;
     let flight = app.create_flight(3).await;
@@ -166,7 +168,7 @@ async fn a_compensation_that_cannot_finish_parks_the_saga_in_the_booking_dlq() {
 
 #[tokio::test]
 async fn a_payment_that_answers_after_its_deadline_is_refunded() {
-    let app = spawn_app_with(|c| c.payment_deadline = Duration::from_secs(2)).await;
+    let app = spawn_app_with(|c| c.saga.payment_deadline = Duration::from_secs(2)).await;
     let flight = app.create_flight(3).await;
 
     let booking = app.book(flight, "cust-slow", "tok_timeout").await;

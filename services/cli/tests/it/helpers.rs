@@ -78,21 +78,20 @@ async fn spawn(configure: impl FnOnce(&mut Config), run_services: bool) -> TestA
     }
     let id = Uuid::new_v4().simple().to_string();
     let database = format!("airline_test_{id}");
-    let mut config = Config {
-        amqp_url: amqp_url(),
-        database_url: database_url(&database),
-        prefix: format!("test.{}.", &id[..12]),
-        db_pool: 12,
-        retry: airline_runtime::retry::RetryPolicy::parse(TEST_RETRY, Default::default())
+    let mut config = Config::default();
+    config.broker.url = amqp_url();
+    config.database.url = database_url(&database);
+    config.broker.prefix = format!("test.{}.", &id[..12]);
+    config.database.pool = 12;
+    config.retry = airline_runtime::config::RetryConfig {
+        default: airline_runtime::retry::RetryPolicy::parse(TEST_RETRY, Default::default())
             .expect("a policy"),
-        retry_overrides: Default::default(),
-        ..Config::default()
+        overrides: Default::default(),
     };
     configure(&mut config);
-    let rt = Runtime::start(config, "airline-test")
+    let rt = Runtime::start(config, "airline-test", airline::SERVICES)
         .await
         .expect("system starts");
-    airline::migrate_all(&rt).await.expect("migrations run");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("a free port");
@@ -137,13 +136,12 @@ pub async fn problem(response: reqwest::Response, status: u16) -> Value {
 
 /// An HTTP client that sends `key` as `x-api-key` on every request.
 pub fn client_with_key(key: &str) -> reqwest::Client {
-    airline_runtime::install_tls();
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert(
         "x-api-key",
         reqwest::header::HeaderValue::from_str(key).expect("a key is ASCII"),
     );
-    reqwest::Client::builder()
+    airline_runtime::http_client()
         .default_headers(headers)
         .build()
         .expect("an HTTP client")
@@ -196,7 +194,7 @@ impl TestApp {
         }
         let mut config = self.rt.config.clone();
         configure(&mut config);
-        let rt = Runtime::start(config, "airline-test")
+        let rt = Runtime::start(config, "airline-test", airline::SERVICES)
             .await
             .expect("system starts again");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -214,8 +212,8 @@ impl TestApp {
     pub fn cli(&self, args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_airline"))
             .args(args)
-            .env("DATABASE_URL", &self.rt.config.database_url)
-            .env("AMQP_URL", &self.rt.config.amqp_url)
+            .env("DATABASE_URL", &self.rt.config.database.url)
+            .env("AMQP_URL", &self.rt.config.broker.url)
             .env("AIRLINE_PREFIX", self.names.prefix())
             .env("RUST_LOG", "warn")
             .env("AIRLINE_RETRY", TEST_RETRY)
@@ -238,9 +236,11 @@ impl Drop for TestApp {
         // `airline` run as a subprocess (`cli`) declares the tiers of TEST_RETRY,
         // whatever policy this test's system has.
         let cli = Config {
-            retry: airline_runtime::retry::RetryPolicy::parse(TEST_RETRY, Default::default())
-                .expect("a policy"),
-            retry_overrides: Default::default(),
+            retry: airline_runtime::config::RetryConfig {
+                default: airline_runtime::retry::RetryPolicy::parse(TEST_RETRY, Default::default())
+                    .expect("a policy"),
+                overrides: Default::default(),
+            },
             ..Config::default()
         };
         queues.extend(airline_runtime::broker::declared_queues(&self.names, &cli));

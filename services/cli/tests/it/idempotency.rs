@@ -131,13 +131,15 @@ async fn every_message_type_delivered_twice_changes_nothing() {
     .await;
     drop(app);
     let app = spawn_app_with(|c| {
-        c.fault_steps.insert("confirm-booking".into());
+        c.faults
+            .steps
+            .insert(airline_runtime::config::FaultStep::ConfirmBooking);
     })
     .await;
     // confirmation fails after payment: refund, release, failed: 10 messages.
     seen.extend(redeliver_everything(&app, &[(10, "tok_visa")], 10).await);
     drop(app);
-    let app = spawn_app_with(|c| c.webhook_allow_private = true).await;
+    let app = spawn_app_with(|c| c.webhooks.allow_private = true).await;
     let mut receiver = crate::webhooks::Receiver::start(0).await;
     crate::webhooks::register(&app, &receiver.url, &["booking.confirmed"]).await;
     // confirmed, with a webhook endpoint: 7 messages and one webhook.deliver, which

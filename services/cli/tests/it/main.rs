@@ -9,6 +9,7 @@ mod failures;
 mod helpers;
 mod http;
 mod idempotency;
+mod json_output;
 mod poison;
 mod saga;
 mod webhooks;

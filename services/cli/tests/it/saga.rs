@@ -159,7 +159,7 @@ async fn a_failure_at_each_step_runs_its_compensation_chain() {
     ];
     for (step, reason, chain, payment) in cases {
         let app = spawn_app_with(|c| {
-            c.fault_steps.insert(step.to_owned());
+            c.faults.steps.insert(step.parse().expect("a fault step"));
         })
         .await;
         let flight = app.create_flight(2).await;
@@ -254,8 +254,8 @@ async fn twenty_concurrent_bookings_for_five_seats_confirm_exactly_five() {
 async fn two_copies_of_the_workers_share_the_queues() {
     let app = spawn_app().await;
     let mut config = app.rt.config.clone();
-    config.http_addr = "127.0.0.1:0".parse().expect("addr");
-    let second = airline_runtime::Runtime::start(config, "airline-test-2")
+    config.http.addr = "127.0.0.1:0".parse().expect("addr");
+    let second = airline_runtime::Runtime::start(config, "airline-test-2", airline::SERVICES)
         .await
         .expect("second copy");
     let stop = tokio_util::sync::CancellationToken::new();

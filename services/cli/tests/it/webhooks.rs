@@ -27,8 +27,8 @@ const QUEUE: &str = "notify.webhook-deliveries";
 
 /// Local receivers allowed, and retries 100 ms apart instead of 5 s.
 fn local_and_quick(c: &mut Config) {
-    c.webhook_allow_private = true;
-    c.retry_overrides.insert(
+    c.webhooks.allow_private = true;
+    c.retry.overrides.insert(
         QUEUE.into(),
         RetryPolicy {
             attempts: 4,
@@ -346,7 +346,7 @@ async fn an_endpoint_that_keeps_failing_is_disabled_and_says_why() {
     let app = spawn_app_with(|c| {
         local_and_quick(c);
         // Disabled by the first failure after the first: no waiting in a test.
-        c.webhook_disable_after = Duration::ZERO;
+        c.webhooks.disable_after = Duration::ZERO;
     })
     .await;
     let mut receiver = Receiver::start(usize::MAX).await;

@@ -122,16 +122,17 @@ async fn a_process_killed_mid_run_loses_nothing_and_doubles_nothing() {
     // The system under test is a separate `airline up` process; the bare app only
     // provides a fresh database and namespace, reads the books, and cleans up.
     let mut app = spawn_bare(|c| {
-        c.retry = RetryPolicy::parse("attempts=10,base=50ms,cap=400ms", RetryPolicy::default())
-            .expect("policy");
+        c.retry.default =
+            RetryPolicy::parse("attempts=10,base=50ms,cap=400ms", RetryPolicy::default())
+                .expect("policy");
     })
     .await;
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
         l.local_addr().expect("addr").port()
     };
-    let database_url = app.rt.config.database_url.clone();
-    let prefix = app.rt.config.prefix.clone();
+    let database_url = app.rt.config.database.url.clone();
+    let prefix = app.rt.config.broker.prefix.clone();
     let http = app.http.clone();
 
     let faults = [
@@ -234,7 +235,11 @@ async fn sigterm_stops_the_system_cleanly() {
         l.local_addr().expect("addr").port()
     };
     let http = app.http.clone();
-    let mut system = start_system(&app.rt.config.database_url, &app.rt.config.prefix, port);
+    let mut system = start_system(
+        &app.rt.config.database.url,
+        &app.rt.config.broker.prefix,
+        port,
+    );
     until_healthy(&http, &system.base).await;
     app.base.clone_from(&system.base);
     let flight = app.create_flight(5).await.to_string();
@@ -260,7 +265,11 @@ async fn sigterm_stops_the_system_cleanly() {
     assert!(status.success(), "exit status {status}");
 
     // Whatever was in flight was finished or left unacked for the next start.
-    let mut system = start_system(&app.rt.config.database_url, &app.rt.config.prefix, port);
+    let mut system = start_system(
+        &app.rt.config.database.url,
+        &app.rt.config.broker.prefix,
+        port,
+    );
     until_healthy(&http, &system.base).await;
     let settled = app.settled(booking.parse().expect("uuid")).await;
     assert_eq!(settled["status"], "CONFIRMED");

@@ -172,7 +172,7 @@ async fn cors_is_off_unless_origins_are_configured() {
     drop(gw);
 
     let gw = gateway_with(|c| {
-        c.cors_origins = vec!["https://app.example.com".into()];
+        c.http.cors_origins = vec!["https://app.example.com".into()];
     })
     .await;
     // A browser's preflight carries no key and is answered.

@@ -77,14 +77,12 @@ pub async fn gateway() -> TestGateway {
 /// A gateway after `configure` has changed its configuration.
 pub async fn gateway_with(configure: impl FnOnce(&mut Config)) -> TestGateway {
     let name = format!("airline_gw_test_{}", Uuid::new_v4().simple());
-    let mut config = Config {
-        amqp_url: CLOSED_AMQP_URL.into(),
-        database_url: database_url(&name),
-        db_pool: 8,
-        ..Config::default()
-    };
+    let mut config = Config::default();
+    config.broker.url = CLOSED_AMQP_URL.into();
+    config.database.url = database_url(&name);
+    config.database.pool = 8;
     configure(&mut config);
-    let pool = airline_runtime::db::connect(&config.database_url, config.db_pool)
+    let pool = airline_runtime::db::connect(&config.database.url, config.database.pool)
         .await
         .expect("a database");
     let database = Database(name);
