@@ -110,7 +110,7 @@ fn filter_of(get: impl Fn(&str) -> Option<String>) -> Result<Filter> {
         ("limit" = Option<i64>, Query, description = "Page size.", minimum = 1, maximum = 100),
     ),
     responses(
-        (status = 200, description = "The overview.", body = Object),
+        (status = 200, description = "The overview.", body = crate::openapi::DeadLetterOverview),
         (status = 400, response = crate::openapi::BadRequest),
         (status = 403, response = crate::openapi::Forbidden),
     )
@@ -135,7 +135,7 @@ pub(crate) async fn overview(
     get, path = "/v1/admin/dead-letters/{id}", operation_id = "getDeadLetter", tag = "dead-letters",
     params(("id" = i64, Path, description = "The dead letter's id in the store.", minimum = 1)),
     responses(
-        (status = 200, description = "The dead letter.", body = Object),
+        (status = 200, description = "The dead letter.", body = store::Detail),
         (status = 400, response = crate::openapi::BadRequest),
         (status = 403, response = crate::openapi::Forbidden),
         (status = 404, response = crate::openapi::NotFound),
@@ -156,9 +156,9 @@ pub(crate) async fn show(
 #[utoipa::path(
     patch, path = "/v1/admin/dead-letters/{id}", operation_id = "editDeadLetter", tag = "dead-letters",
     params(("id" = i64, Path, description = "The dead letter's id in the store.", minimum = 1), ("x-operator" = Option<String>, Header, description = "Who is acting, recorded as `http:<name>` on replays, edits and discards (`http` when absent).", max_length = 100)),
-    request_body(content = Object, description = "Either {\"set\": {\"path\": value, ...}} or {\"body\": {...}}, as application/json."),
+    request_body(content = crate::openapi::DeadLetterEdit, description = "Either {\"set\": {\"path\": value, ...}} or {\"body\": {...}}, as application/json."),
     responses(
-        (status = 200, description = "The dead letter, edited.", body = Object),
+        (status = 200, description = "The dead letter, edited.", body = store::Detail),
         (status = 400, response = crate::openapi::BadRequest),
         (status = 403, response = crate::openapi::Forbidden),
         (status = 404, response = crate::openapi::NotFound),
@@ -201,7 +201,7 @@ pub(crate) async fn edit(
     post, path = "/v1/admin/dead-letters/{id}/replay", operation_id = "replayDeadLetter", tag = "dead-letters",
     params(("id" = i64, Path, description = "The dead letter's id in the store.", minimum = 1), ("x-operator" = Option<String>, Header, description = "Who is acting, recorded as `http:<name>` on replays, edits and discards (`http` when absent).", max_length = 100), ("force" = Option<bool>, Query, description = "Replay even if it was replayed before.")),
     responses(
-        (status = 200, description = "What was replayed.", body = Object),
+        (status = 200, description = "What was replayed.", body = store::ReplayReport),
         (status = 400, response = crate::openapi::BadRequest),
         (status = 403, response = crate::openapi::Forbidden),
         (status = 404, response = crate::openapi::NotFound),
@@ -261,9 +261,9 @@ fn selection_of(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Res
 #[utoipa::path(
     post, path = "/v1/admin/dead-letters/replay", operation_id = "replayDeadLetters", tag = "dead-letters",
     params(("x-operator" = Option<String>, Header, description = "Who is acting, recorded as `http:<name>` on replays, edits and discards (`http` when absent).", max_length = 100)),
-    request_body(content = Object, description = "A group, or \"all\": true, and filters (queue, type, since), as application/json."),
+    request_body(content = crate::openapi::DeadLetterSelection, description = "A group, or \"all\": true, and filters (queue, type, since), as application/json."),
     responses(
-        (status = 200, description = "What was replayed.", body = Object),
+        (status = 200, description = "What was replayed.", body = store::ReplayReport),
         (status = 400, response = crate::openapi::BadRequest),
         (status = 403, response = crate::openapi::Forbidden),
         (status = 409, response = crate::openapi::Conflict),
@@ -295,7 +295,7 @@ pub(crate) async fn replay_matching(
     post, path = "/v1/admin/dead-letters/{id}/discard", operation_id = "discardDeadLetter", tag = "dead-letters",
     params(("id" = i64, Path, description = "The dead letter's id in the store.", minimum = 1), ("x-operator" = Option<String>, Header, description = "Who is acting, recorded as `http:<name>` on replays, edits and discards (`http` when absent).", max_length = 100)),
     responses(
-        (status = 200, description = "The dead letter, discarded.", body = Object),
+        (status = 200, description = "The dead letter, discarded.", body = store::Detail),
         (status = 400, response = crate::openapi::BadRequest),
         (status = 403, response = crate::openapi::Forbidden),
         (status = 404, response = crate::openapi::NotFound),
@@ -319,9 +319,9 @@ pub(crate) async fn discard_one(
 #[utoipa::path(
     post, path = "/v1/admin/dead-letters/discard", operation_id = "discardDeadLetters", tag = "dead-letters",
     params(("x-operator" = Option<String>, Header, description = "Who is acting, recorded as `http:<name>` on replays, edits and discards (`http` when absent).", max_length = 100)),
-    request_body(content = Object, description = "A group, or \"all\": true, and filters (queue, type, since), as application/json."),
+    request_body(content = crate::openapi::DeadLetterSelection, description = "A group, or \"all\": true, and filters (queue, type, since), as application/json."),
     responses(
-        (status = 200, description = "How many were discarded.", body = Object),
+        (status = 200, description = "How many were discarded.", body = crate::openapi::Discarded),
         (status = 400, response = crate::openapi::BadRequest),
         (status = 403, response = crate::openapi::Forbidden),
         (status = 409, response = crate::openapi::Conflict),
@@ -345,9 +345,9 @@ pub(crate) async fn discard_matching(
 /// Move dead letters from the broker's DLQs into the store
 #[utoipa::path(
     post, path = "/v1/admin/dead-letters/drain", operation_id = "drainDeadLetters", tag = "dead-letters",
-    request_body(content = Object, description = "Optionally {\"queue\": name}, as application/json."),
+    request_body(content = crate::openapi::DrainBody, description = "Optionally {\"queue\": name}, as application/json."),
     responses(
-        (status = 200, description = "What was drained.", body = Object),
+        (status = 200, description = "What was drained.", body = store::DrainReport),
         (status = 400, response = crate::openapi::BadRequest),
         (status = 403, response = crate::openapi::Forbidden),
         (status = 409, response = crate::openapi::Conflict),

@@ -375,3 +375,47 @@ pub(crate) struct WebhookCreated {
 pub(crate) struct WebhookList {
     items: Vec<airline_notify::endpoints::Endpoint>,
 }
+
+/// `GET /v1/admin/dead-letters`: counts per queue, groups by cause, and the
+/// dead letters matching the filters.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)] // documents what crate::admin answers
+pub(crate) struct DeadLetterOverview {
+    queues: Vec<airline_dead_letters::QueueCount>,
+    groups: Vec<airline_dead_letters::Group>,
+    items: Vec<airline_dead_letters::Summary>,
+}
+
+/// A bulk selection: a group, or `"all": true`, and filters.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)] // documents what crate::admin reads
+pub(crate) struct DeadLetterSelection {
+    group: Option<String>,
+    all: Option<bool>,
+    queue: Option<String>,
+    r#type: Option<String>,
+    /// An RFC 3339 time or a duration like 30m, 24h.
+    since: Option<String>,
+}
+
+/// An edit: `set` JSON paths to values, or replace the whole `body`.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)] // documents what crate::admin reads
+pub(crate) struct DeadLetterEdit {
+    set: Option<std::collections::HashMap<String, serde_json::Value>>,
+    body: Option<serde_json::Value>,
+}
+
+/// The body of a drain: optionally one queue.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)] // documents what crate::admin reads
+pub(crate) struct DrainBody {
+    queue: Option<String>,
+}
+
+/// How many dead letters a bulk discard discarded.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)] // documents what crate::admin answers
+pub(crate) struct Discarded {
+    discarded: i64,
+}
