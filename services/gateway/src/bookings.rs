@@ -8,8 +8,7 @@ use airline_contracts::messages::{BookingRequested, CancelBooking};
 use airline_contracts::{Message, PaymentToken};
 use airline_runtime::outbox;
 use airline_runtime::validation::FieldError;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::{Extension, Json};
@@ -19,11 +18,55 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::auth::{Caller, Scope};
-use crate::extract::{Body, Checked, PathId, text};
-use crate::routes::{RequestId, created, limit, query};
+use crate::extract::{Body, Checked, FromQuery, Params, PathId, text};
+use crate::routes::{RequestId, created, limit};
 use crate::{AppState, Problem};
 
 type Result<T, E = Problem> = std::result::Result<T, E>;
+
+/// The query of `GET /v1/bookings`, checked.
+#[derive(Debug)]
+pub(crate) struct ListQuery {
+    customer_id: String,
+    status: Option<Status>,
+    cursor: Option<Uuid>,
+    limit: i64,
+}
+
+impl FromQuery for ListQuery {
+    fn from_query(q: &HashMap<String, String>) -> Result<Self> {
+        let customer_id = q
+            .get("customerId")
+            .map(|c| c.trim())
+            .filter(|c| !c.is_empty() && c.chars().count() <= 128)
+            .ok_or_else(|| Problem::field("customerId", "is required, 1 to 128 characters"))?
+            .to_owned();
+        let status = q
+            .get("status")
+            .map(|st| {
+                Status::parse(st).ok_or_else(|| {
+                    Problem::field(
+                        "status",
+                        "must be PENDING, CONFIRMED, FAILED, CANCELLING or CANCELLED",
+                    )
+                })
+            })
+            .transpose()?;
+        let cursor = q
+            .get("cursor")
+            .map(|c| {
+                Uuid::parse_str(c)
+                    .map_err(|_| Problem::field("cursor", "is not a cursor this API gave out"))
+            })
+            .transpose()?;
+        Ok(Self {
+            customer_id,
+            status,
+            cursor,
+            limit: limit(q)?,
+        })
+    }
+}
 
 /// The body of `POST /v1/bookings`, checked.
 #[derive(Debug)]
@@ -481,33 +524,14 @@ pub(crate) async fn get_booking(
 )]
 pub(crate) async fn list_bookings(
     State(s): State<AppState>,
-    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+    Params(q): Params<ListQuery>,
 ) -> Result<Json<flights::Page<BookingView>>> {
-    let q = query(q)?;
-    let customer_id = q
-        .get("customerId")
-        .map(|c| c.trim())
-        .filter(|c| !c.is_empty() && c.chars().count() <= 128)
-        .ok_or_else(|| Problem::field("customerId", "is required, 1 to 128 characters"))?;
-    let status = q
-        .get("status")
-        .map(|st| {
-            Status::parse(st).ok_or_else(|| {
-                Problem::field(
-                    "status",
-                    "must be PENDING, CONFIRMED, FAILED, CANCELLING or CANCELLED",
-                )
-            })
-        })
-        .transpose()?;
-    let cursor = q
-        .get("cursor")
-        .map(|c| {
-            Uuid::parse_str(c)
-                .map_err(|_| Problem::field("cursor", "is not a cursor this API gave out"))
-        })
-        .transpose()?;
-    let limit = limit(&q)?;
+    let ListQuery {
+        customer_id,
+        status,
+        cursor,
+        limit,
+    } = q;
     // Bookings whose saga has started, and those the gateway accepted whose saga has
     // not started yet (a NULL state), newest first. Which states read as the
     // wanted status is the booking crate's rule (Status::states).

@@ -9,7 +9,9 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use std::collections::HashMap;
+
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use serde::de::DeserializeOwned;
@@ -98,6 +100,25 @@ fn without_position(message: &str) -> String {
         .rsplit_once(" at line ")
         .map_or(message, |(m, _)| m)
         .to_owned()
+}
+
+/// A query string type, read from the parameters (each NUL-free).
+pub(crate) trait FromQuery: Sized {
+    /// The complete value, or a problem naming the parameter at fault.
+    fn from_query(q: &HashMap<String, String>) -> Result<Self, Problem>;
+}
+
+/// A query string, decoded and checked: handlers get typed values.
+#[derive(Debug)]
+pub(crate) struct Params<T>(pub(crate) T);
+
+impl<S: Send + Sync, T: FromQuery> FromRequestParts<S> for Params<T> {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
+        let q = Query::<HashMap<String, String>>::from_request_parts(parts, state).await;
+        T::from_query(&crate::routes::query(q)?).map(Params)
+    }
 }
 
 /// The `{id}` of a path, a UUID (400 naming `id` otherwise).

@@ -113,8 +113,13 @@ fn problem(
         None => Ref::from_schema_name("Problem").into(),
         Some(title) => {
             let mut fixed = ObjectBuilder::new()
-                .property("status", ObjectBuilder::new().enum_values(Some([status])))
-                .property("title", ObjectBuilder::new().enum_values(Some([title])));
+                .property(
+                    "status",
+                    ObjectBuilder::new()
+                        .schema_type(Type::Integer)
+                        .enum_values(Some([status])),
+                )
+                .property("title", string().enum_values(Some([title])));
             if names_fields {
                 fixed = fixed.required("invalidParams");
             }

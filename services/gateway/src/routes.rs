@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use tracing::Instrument as _;
 use uuid::Uuid;
 
-use crate::extract::{Body, Checked, PathId};
+use crate::extract::{Body, Checked, FromQuery, Params, PathId};
 use crate::{AppState, Problem, bookings};
 use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
@@ -406,40 +406,44 @@ pub(crate) async fn get_flight(
 )]
 pub(crate) async fn search_flights(
     State(s): State<AppState>,
-    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+    Params(search): Params<Search>,
 ) -> Result<Json<flights::Page<flights::Flight>>> {
-    let q = query(q)?;
-    let code = |name: &str| -> Result<Option<String>> {
-        match q.get(name) {
-            None => Ok(None),
-            Some(c) if is_code3(c) => Ok(Some(c.clone())),
-            Some(_) => Err(Problem::field(
-                name,
-                "must be three upper-case letters (IATA code)",
-            )),
-        }
-    };
-    let date_format = time::macros::format_description!("[year]-[month]-[day]");
-    let departure_date = q
-        .get("departureDate")
-        .map(|d| time::Date::parse(d, &date_format))
-        .transpose()
-        .map_err(|_| Problem::field("departureDate", "must be a date, YYYY-MM-DD"))?;
-    let cursor = q
-        .get("cursor")
-        .map(|c| {
-            Cursor::parse(c)
-                .ok_or_else(|| Problem::field("cursor", "is not a cursor this API gave out"))
-        })
-        .transpose()?;
-    let search = Search {
-        departure_airport_code: code("departureAirportCode")?,
-        arrival_airport_code: code("arrivalAirportCode")?,
-        departure_date,
-        limit: limit(&q)?,
-        cursor,
-    };
     Ok(Json(flights::search(&s.pool, &search).await?))
+}
+
+impl FromQuery for Search {
+    fn from_query(q: &HashMap<String, String>) -> Result<Self> {
+        let code = |name: &str| -> Result<Option<String>> {
+            match q.get(name) {
+                None => Ok(None),
+                Some(c) if is_code3(c) => Ok(Some(c.clone())),
+                Some(_) => Err(Problem::field(
+                    name,
+                    "must be three upper-case letters (IATA code)",
+                )),
+            }
+        };
+        let date_format = time::macros::format_description!("[year]-[month]-[day]");
+        let departure_date = q
+            .get("departureDate")
+            .map(|d| time::Date::parse(d, &date_format))
+            .transpose()
+            .map_err(|_| Problem::field("departureDate", "must be a date, YYYY-MM-DD"))?;
+        let cursor = q
+            .get("cursor")
+            .map(|c| {
+                Cursor::parse(c)
+                    .ok_or_else(|| Problem::field("cursor", "is not a cursor this API gave out"))
+            })
+            .transpose()?;
+        Ok(Self {
+            departure_airport_code: code("departureAirportCode")?,
+            arrival_airport_code: code("arrivalAirportCode")?,
+            departure_date,
+            limit: limit(q)?,
+            cursor,
+        })
+    }
 }
 
 /// Read a customer's loyalty profile

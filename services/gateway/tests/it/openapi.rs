@@ -89,3 +89,28 @@ fn every_failure_reason_is_documented() {
         );
     }
 }
+
+/// Serves a broker-less gateway on 127.0.0.1:$SERVE_PORT for $SERVE_SECS seconds
+/// and prints an admin key: run by hand to point schemathesis at
+/// (`cargo test -p airline-gateway --test it serve -- --ignored --nocapture`).
+#[tokio::test]
+#[ignore = "a server for manual runs of scripts/schemathesis"]
+async fn serve() {
+    let gw = gateway().await;
+    gw.create_flight(5).await;
+    let port = std::env::var("SERVE_PORT").unwrap_or_else(|_| "18080".into());
+    let secs: u64 = std::env::var("SERVE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(120);
+    let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}"))
+        .await
+        .expect("the port");
+    println!("AIRLINE_API_KEY={}", gw.key);
+    let router = gw.router.clone();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(secs),
+        axum::serve(listener, router),
+    )
+    .await;
+}
