@@ -9,26 +9,43 @@ use uuid::Uuid;
 
 /// A flight as the API shows it (the sample's camelCase fields). `seatCapacity` is
 /// the number of seats left, as in the sample; `seatsTotal` the number it started with.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Flight {
     pub id: Uuid,
+    #[schema(minimum = 1, maximum = 9999)]
     pub flight_number: i32,
+    #[schema(pattern = "^[A-Z]{3}$", min_length = 3, max_length = 3)]
     pub departure_airport_code: String,
+    #[schema(min_length = 1, max_length = 200)]
     pub departure_airport_name: String,
+    #[schema(min_length = 1, max_length = 200)]
     pub departure_city: String,
+    #[schema(min_length = 1, max_length = 100)]
     pub departure_locale: String,
     #[serde(with = "time::serde::rfc3339")]
     pub departure_date: OffsetDateTime,
+    #[schema(pattern = "^[A-Z]{3}$", min_length = 3, max_length = 3)]
     pub arrival_airport_code: String,
+    #[schema(min_length = 1, max_length = 200)]
     pub arrival_airport_name: String,
+    #[schema(min_length = 1, max_length = 200)]
     pub arrival_city: String,
+    #[schema(min_length = 1, max_length = 100)]
     pub arrival_locale: String,
     #[serde(with = "time::serde::rfc3339")]
     pub arrival_date: OffsetDateTime,
+    /// In the currency's minor unit.
+    #[schema(minimum = 1, maximum = 1_000_000)]
     pub ticket_price: i64,
+    /// ISO 4217.
+    #[schema(pattern = "^[A-Z]{3}$", min_length = 3, max_length = 3)]
     pub ticket_currency: String,
+    /// Seats left.
+    #[schema(minimum = 0)]
     pub seat_capacity: i32,
+    /// Seats the flight started with.
+    #[schema(minimum = 0, maximum = 10_000)]
     pub seats_total: i32,
 }
 

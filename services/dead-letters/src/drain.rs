@@ -21,7 +21,7 @@ use crate::explain::{drain_key, explain, group_of, properties_to_json, table_to_
 const DRAIN_BATCH: usize = 100;
 
 /// What one drain did.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct DrainReport {
     /// Dead letters stored now.
     pub stored: u64,

@@ -11,7 +11,7 @@ use crate::filter::{Filter, matching};
 use crate::redact::{display_body, mask_json, mask_secrets};
 
 /// Dead letters per queue and status.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct QueueCount {
     /// Logical queue name.
     pub queue: String,
@@ -24,7 +24,7 @@ pub struct QueueCount {
 }
 
 /// Failures of one cause.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Group {
     /// The group id (for `--group`).
@@ -47,9 +47,18 @@ pub struct Group {
     pub last_failed_at: OffsetDateTime,
 }
 
+/// The schema of a dead letter's status.
+fn status_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .enum_values(Some(["stored", "replayed", "discarded"]))
+        .build()
+}
+
 /// One dead letter, in a list.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = DeadLetterSummary)]
 pub struct Summary {
     /// Id in the store.
     pub id: i64,
@@ -66,6 +75,7 @@ pub struct Summary {
     /// Group id.
     pub group: String,
     /// stored, replayed or discarded.
+    #[schema(schema_with = status_schema)]
     pub status: String,
     /// Whether an edited body is waiting.
     pub edited: bool,
@@ -166,8 +176,9 @@ impl Summary {
 }
 
 /// Everything about one dead letter.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = DeadLetter)]
 pub struct Detail {
     /// The list fields.
     #[serde(flatten)]

@@ -17,7 +17,7 @@ use crate::filter::{Filter, Selection, matching};
 const REPLAY_BATCH: i64 = 200;
 
 /// What a replay did.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct ReplayReport {
     /// Dead letters sent again.
     pub replayed: u64,

@@ -5,29 +5,31 @@
 use std::collections::HashMap;
 
 use airline_dead_letters::{self as store, Edit, Filter, Refusal, Selection};
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::routes::{json_body, limit, query};
 use crate::{AppState, Problem};
 
 type Result<T, E = Problem> = std::result::Result<T, E>;
 
-pub(crate) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/admin/dead-letters", get(overview))
-        .route("/v1/admin/dead-letters/drain", post(drain))
-        .route("/v1/admin/dead-letters/replay", post(replay_matching))
-        .route("/v1/admin/dead-letters/discard", post(discard_matching))
-        .route("/v1/admin/dead-letters/{id}", get(show).patch(edit))
-        .route("/v1/admin/dead-letters/{id}/replay", post(replay_one))
-        .route("/v1/admin/dead-letters/{id}/discard", post(discard_one))
+/// The admin routes; [`crate::routes`] puts the admin guard on them.
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(overview))
+        .routes(routes!(drain))
+        .routes(routes!(replay_matching))
+        .routes(routes!(discard_matching))
+        .routes(routes!(show, edit))
+        .routes(routes!(replay_one))
+        .routes(routes!(discard_one))
 }
 
 fn operator(headers: &HeaderMap) -> String {
@@ -96,30 +98,77 @@ fn filter_of(get: impl Fn(&str) -> Option<String>) -> Result<Filter> {
     })
 }
 
-async fn overview(
+/// Counts per queue, groups by cause, and dead letters
+#[utoipa::path(
+    get, path = "/v1/admin/dead-letters", operation_id = "listDeadLetters", tag = "dead-letters",
+    params(
+        ("queue" = Option<String>, Query, description = "Only this queue's."),
+        ("type" = Option<String>, Query, description = "Only this message type's."),
+        ("since" = Option<String>, Query, description = "Dead-lettered since: an RFC 3339 time or a duration like 30m, 24h."),
+        ("group" = Option<String>, Query, description = "Only this group's (a cause)."),
+        ("status" = Option<String>, Query, description = "stored, replayed or discarded.", pattern = "^(stored|replayed|discarded)$"),
+        ("limit" = Option<i64>, Query, description = "Page size.", minimum = 1, maximum = 100),
+    ),
+    responses(
+        (status = 200, description = "The overview.", body = crate::openapi::DeadLetterOverview),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 403, response = crate::openapi::Forbidden),
+    )
+)]
+pub(crate) async fn overview(
     State(s): State<AppState>,
     q: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<Value>> {
     let q = query(q)?;
     let filter = filter_of(|k| q.get(k).cloned())?;
     let limit = limit(&q)?;
-    let counts = store::counts(&s.rt.pool).await?;
-    let groups = store::groups(&s.rt.pool, &filter).await?;
-    let items = store::list(&s.rt.pool, &filter, limit).await?;
+    let counts = store::counts(&s.pool).await?;
+    let groups = store::groups(&s.pool, &filter).await?;
+    let items = store::list(&s.pool, &filter, limit).await?;
     Ok(Json(
         json!({ "queues": counts, "groups": groups, "items": items }),
     ))
 }
 
-async fn show(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<store::Detail>> {
+/// Everything about one dead letter
+#[utoipa::path(
+    get, path = "/v1/admin/dead-letters/{id}", operation_id = "getDeadLetter", tag = "dead-letters",
+    params(("id" = i64, Path, description = "The dead letter's id in the store.", minimum = 1)),
+    responses(
+        (status = 200, description = "The dead letter.", body = store::Detail),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 404, response = crate::openapi::NotFound),
+    )
+)]
+pub(crate) async fn show(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<store::Detail>> {
     let id = dead_letter_id(&id)?;
-    store::show(&s.rt.pool, id)
+    store::show(&s.pool, id)
         .await?
         .map(Json)
         .ok_or_else(|| Problem::not_found(format!("no dead letter {id}")))
 }
 
-async fn edit(
+/// Correct a stored dead letter's body
+#[utoipa::path(
+    patch, path = "/v1/admin/dead-letters/{id}", operation_id = "editDeadLetter", tag = "dead-letters",
+    params(("id" = i64, Path, description = "The dead letter's id in the store.", minimum = 1), ("x-operator" = Option<String>, Header, description = "Who is acting, recorded as `http:<name>` on replays, edits and discards (`http` when absent).", max_length = 100)),
+    request_body(content = crate::openapi::DeadLetterEdit, description = "Either {\"set\": {\"path\": value, ...}} or {\"body\": {...}}, as application/json."),
+    responses(
+        (status = 200, description = "The dead letter, edited.", body = store::Detail),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 409, response = crate::openapi::Conflict),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 422, response = crate::openapi::Unprocessable),
+    )
+)]
+pub(crate) async fn edit(
     State(s): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
@@ -141,13 +190,26 @@ async fn edit(
             ));
         }
     };
-    store::edit(&s.rt.pool, id, edit, &operator(&headers))
+    store::edit(&s.pool, id, edit, &operator(&headers))
         .await
         .map_err(problem)?;
     show(State(s), Path(id.to_string())).await
 }
 
-async fn replay_one(
+/// Replay one dead letter, once
+#[utoipa::path(
+    post, path = "/v1/admin/dead-letters/{id}/replay", operation_id = "replayDeadLetter", tag = "dead-letters",
+    params(("id" = i64, Path, description = "The dead letter's id in the store.", minimum = 1), ("x-operator" = Option<String>, Header, description = "Who is acting, recorded as `http:<name>` on replays, edits and discards (`http` when absent).", max_length = 100), ("force" = Option<bool>, Query, description = "Replay even if it was replayed before.")),
+    responses(
+        (status = 200, description = "What was replayed.", body = store::ReplayReport),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 409, response = crate::openapi::Conflict),
+        (status = 422, response = crate::openapi::Unprocessable),
+    )
+)]
+pub(crate) async fn replay_one(
     State(s): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
@@ -160,7 +222,7 @@ async fn replay_one(
         Some(_) => return Err(Problem::field("force", "must be true or false")),
     };
     store::replay(
-        &s.rt,
+        s.runtime()?,
         &Selection::One(id),
         &operator(&headers),
         force,
@@ -195,50 +257,113 @@ fn selection_of(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Res
     Ok(Selection::Matching(filter))
 }
 
-async fn replay_matching(
+/// Replay a group, or all stored dead letters matching filters
+#[utoipa::path(
+    post, path = "/v1/admin/dead-letters/replay", operation_id = "replayDeadLetters", tag = "dead-letters",
+    params(("x-operator" = Option<String>, Header, description = "Who is acting, recorded as `http:<name>` on replays, edits and discards (`http` when absent).", max_length = 100)),
+    request_body(content = crate::openapi::DeadLetterSelection, description = "A group, or \"all\": true, and filters (queue, type, since), as application/json."),
+    responses(
+        (status = 200, description = "What was replayed.", body = store::ReplayReport),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 409, response = crate::openapi::Conflict),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 422, response = crate::openapi::Unprocessable),
+    )
+)]
+pub(crate) async fn replay_matching(
     State(s): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<store::ReplayReport>> {
     let selection = selection_of(&headers, body)?;
-    store::replay(&s.rt, &selection, &operator(&headers), false, &mut |_| {})
-        .await
-        .map(Json)
-        .map_err(problem)
+    store::replay(
+        s.runtime()?,
+        &selection,
+        &operator(&headers),
+        false,
+        &mut |_| {},
+    )
+    .await
+    .map(Json)
+    .map_err(problem)
 }
 
-async fn discard_one(
+/// Discard one stored dead letter
+#[utoipa::path(
+    post, path = "/v1/admin/dead-letters/{id}/discard", operation_id = "discardDeadLetter", tag = "dead-letters",
+    params(("id" = i64, Path, description = "The dead letter's id in the store.", minimum = 1), ("x-operator" = Option<String>, Header, description = "Who is acting, recorded as `http:<name>` on replays, edits and discards (`http` when absent).", max_length = 100)),
+    responses(
+        (status = 200, description = "The dead letter, discarded.", body = store::Detail),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 409, response = crate::openapi::Conflict),
+        (status = 422, response = crate::openapi::Unprocessable),
+    )
+)]
+pub(crate) async fn discard_one(
     State(s): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<store::Detail>> {
     let id = dead_letter_id(&id)?;
-    store::discard(&s.rt.pool, &Selection::One(id), &operator(&headers))
+    store::discard(&s.pool, &Selection::One(id), &operator(&headers))
         .await
         .map_err(problem)?;
     show(State(s), Path(id.to_string())).await
 }
 
-async fn discard_matching(
+/// Discard a group, or all stored dead letters matching filters
+#[utoipa::path(
+    post, path = "/v1/admin/dead-letters/discard", operation_id = "discardDeadLetters", tag = "dead-letters",
+    params(("x-operator" = Option<String>, Header, description = "Who is acting, recorded as `http:<name>` on replays, edits and discards (`http` when absent).", max_length = 100)),
+    request_body(content = crate::openapi::DeadLetterSelection, description = "A group, or \"all\": true, and filters (queue, type, since), as application/json."),
+    responses(
+        (status = 200, description = "How many were discarded.", body = crate::openapi::Discarded),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 409, response = crate::openapi::Conflict),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 422, response = crate::openapi::Unprocessable),
+    )
+)]
+pub(crate) async fn discard_matching(
     State(s): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>> {
     let selection = selection_of(&headers, body)?;
-    let n = store::discard(&s.rt.pool, &selection, &operator(&headers))
+    let n = store::discard(&s.pool, &selection, &operator(&headers))
         .await
         .map_err(problem)?;
     Ok(Json(json!({ "discarded": n })))
 }
 
-async fn drain(
+/// Move dead letters from the broker's DLQs into the store
+#[utoipa::path(
+    post, path = "/v1/admin/dead-letters/drain", operation_id = "drainDeadLetters", tag = "dead-letters",
+    request_body(content = crate::openapi::DrainBody, description = "Optionally {\"queue\": name}, as application/json."),
+    responses(
+        (status = 200, description = "What was drained.", body = store::DrainReport),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 409, response = crate::openapi::Conflict),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 422, response = crate::openapi::Unprocessable),
+    )
+)]
+pub(crate) async fn drain(
     State(s): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<store::DrainReport>> {
     let body = json_body(&headers, body)?;
     let queue = body.get("queue").and_then(Value::as_str);
-    store::drain(&s.rt, queue, &mut |_| {})
+    store::drain(s.runtime()?, queue, &mut |_| {})
         .await
         .map(Json)
         .map_err(problem)

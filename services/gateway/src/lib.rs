@@ -4,63 +4,88 @@
 //! `POST /v1/bookings` answers 202 once the `booking.requested` message is durable:
 //! committed to the outbox in the same transaction as the gateway's record of the
 //! request. The relay publishes it with confirms right after. Errors are
-//! `application/problem+json` naming the field at fault. See `openapi.json`.
+//! `application/problem+json` naming the field at fault. The OpenAPI document is
+//! generated from the router's handlers ([`openapi`]); `openapi.json` is its copy.
 
 mod admin;
 pub mod auth;
+mod bookings;
+mod extract;
+mod openapi;
 mod problem;
+mod publisher;
 mod routes;
 mod webhooks;
 
+use std::sync::Arc;
+
+use airline_runtime::config::Config;
 use airline_runtime::outbox::Dispatcher;
 use airline_runtime::{Runtime, Service};
 use axum::Router;
+use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use tokio_util::sync::CancellationToken;
 
 pub use problem::Problem;
+pub use publisher::{Publisher, Recorder};
 
 /// The gateway schema's migrations.
 pub static MIGRATIONS: Migrator = sqlx::migrate!("./migrations");
 
-/// The OpenAPI document served at `/openapi.json`.
-pub const OPENAPI: &str = include_str!("../openapi.json");
+pub use routes::document as openapi;
 
-/// Every route, as (method, OpenAPI path): the router and the OpenAPI document must
-/// both list exactly these (a test holds them together).
-pub const ROUTES: &[(&str, &str)] = &[
-    ("post", "/v1/flights"),
-    ("get", "/v1/flights"),
-    ("get", "/v1/flights/{id}"),
-    ("post", "/v1/bookings"),
-    ("get", "/v1/bookings"),
-    ("get", "/v1/bookings/{id}"),
-    ("post", "/v1/bookings/{id}/check-in"),
-    ("post", "/v1/bookings/{id}/cancel"),
-    ("get", "/v1/loyalty/{customerId}"),
-    ("get", "/healthz"),
-    ("get", "/metrics"),
-    ("get", "/openapi.json"),
-    ("get", "/v1/admin/dead-letters"),
-    ("post", "/v1/admin/dead-letters/drain"),
-    ("post", "/v1/admin/dead-letters/replay"),
-    ("post", "/v1/admin/dead-letters/discard"),
-    ("get", "/v1/admin/dead-letters/{id}"),
-    ("patch", "/v1/admin/dead-letters/{id}"),
-    ("post", "/v1/admin/dead-letters/{id}/replay"),
-    ("post", "/v1/admin/dead-letters/{id}/discard"),
-    ("post", "/v1/webhooks"),
-    ("get", "/v1/webhooks"),
-    ("get", "/v1/webhooks/{id}"),
-    ("delete", "/v1/webhooks/{id}"),
-];
-
-/// Shared state of the handlers.
+/// Shared state of the handlers. It needs no broker: commands go to the outbox
+/// and then to a [`Publisher`]; only the routes that work the broker itself
+/// (dead-letter drain and replay, the broker's health) need a [`Runtime`], and
+/// answer 503 without one.
 #[derive(Clone, Debug)]
 pub struct AppState {
-    rt: Runtime,
-    dispatcher: Dispatcher,
-    keys: std::sync::Arc<auth::Keys>,
+    pool: PgPool,
+    config: Arc<Config>,
+    publisher: Arc<dyn Publisher>,
+    runtime: Option<Runtime>,
+    keys: Arc<auth::Keys>,
+}
+
+impl AppState {
+    /// The state of a running gateway: `rt`'s pool, configuration and broker, and
+    /// the outbox `dispatcher` publishing right behind each answer.
+    #[must_use]
+    pub fn new(rt: &Runtime, dispatcher: Dispatcher) -> Self {
+        Self {
+            pool: rt.pool.clone(),
+            config: Arc::new(rt.config.clone()),
+            publisher: Arc::new(dispatcher),
+            runtime: Some(rt.clone()),
+            keys: Arc::default(),
+        }
+    }
+
+    /// A state without a broker (tests): committed outbox rows go to
+    /// `publisher` (a [`Recorder`] lets the test read them), and the relay is
+    /// not running.
+    #[must_use]
+    pub fn without_broker(pool: PgPool, config: Config, publisher: Arc<dyn Publisher>) -> Self {
+        Self {
+            pool,
+            config: Arc::new(config),
+            publisher,
+            runtime: None,
+            keys: Arc::default(),
+        }
+    }
+
+    /// The runtime with its broker, or 503 when this gateway runs without one.
+    pub(crate) fn runtime(&self) -> Result<&Runtime, Problem> {
+        self.runtime.as_ref().ok_or_else(|| {
+            Problem::plain(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "Service unavailable",
+                "this gateway has no broker connection",
+            )
+        })
+    }
 }
 
 /// The gateway: schema `gateway` (requests, idempotency and API keys); it reads
@@ -80,13 +105,9 @@ pub static SERVICE: Service = Service {
     gauges: &[],
 };
 
-/// The router.
-pub fn app(rt: Runtime, dispatcher: Dispatcher) -> Router {
-    routes::router(AppState {
-        rt,
-        dispatcher,
-        keys: std::sync::Arc::default(),
-    })
+/// The router over `state`.
+pub fn app(state: AppState) -> Router {
+    routes::router(state)
 }
 
 /// How long an `Idempotency-Key` answers as the first request did.
@@ -141,7 +162,8 @@ pub async fn run(
         relay_stop.clone(),
     ));
     let result =
-        airline_runtime::service::serve(app(rt.clone(), dispatcher), listener, shutdown).await;
+        airline_runtime::service::serve(app(AppState::new(rt, dispatcher)), listener, shutdown)
+            .await;
     relay_stop.cancel();
     tasks.close();
     tasks.wait().await;

@@ -1,44 +1,74 @@
 use std::collections::HashMap;
 
-use airline_booking::views::{self, BookingView};
 use airline_catalog::flights::{self, Cursor, NewFlight, Search};
-use airline_contracts::messages::{BookingRequested, CancelBooking};
-use airline_contracts::{Message, PaymentToken};
-use airline_runtime::outbox::{self, Cause};
-use airline_runtime::validation::{Fields, is_code3};
+use airline_runtime::outbox::Cause;
+use airline_runtime::validation::is_code3;
 use axum::body::Bytes;
 use axum::extract::DefaultBodyLimit;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use serde_json::{Value, json};
-use time::OffsetDateTime;
 use tracing::Instrument as _;
 use uuid::Uuid;
 
-use crate::auth::{Caller, Scope};
-use crate::{AppState, OPENAPI, Problem};
+use crate::extract::{Body, Checked, FromQuery, Params, PathId};
+use crate::{AppState, Problem, bookings};
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 type Result<T, E = Problem> = std::result::Result<T, E>;
 
-pub(crate) fn router(state: AppState) -> Router {
-    let cors = cors(&state.rt.config.http.cors_origins);
-    let router = Router::new()
-        .route("/v1/flights", get(search_flights).post(create_flight))
-        .route("/v1/flights/{id}", get(get_flight))
-        .route("/v1/bookings", get(list_bookings).post(create_booking))
-        .route("/v1/bookings/{id}", get(get_booking))
-        .route("/v1/bookings/{id}/check-in", post(check_in))
-        .route("/v1/bookings/{id}/cancel", post(cancel))
-        .route("/v1/loyalty/{customer_id}", get(get_loyalty))
-        .route("/openapi.json", get(openapi))
-        .merge(crate::admin::router())
+/// Every route with its OpenAPI operation: the one list the router and the
+/// document are both made from.
+fn api() -> OpenApiRouter<AppState> {
+    let admin = axum::middleware::from_fn(crate::auth::require_admin);
+    let (schemas, paths, create) = routes!(create_flight);
+    OpenApiRouter::with_openapi(crate::openapi::ApiDoc::openapi())
+        .routes((schemas, paths, create.route_layer(admin.clone())))
+        .routes(routes!(search_flights))
+        .routes(routes!(get_flight))
+        .routes(routes!(bookings::create_booking, bookings::list_bookings))
+        .routes(routes!(bookings::get_booking))
+        .routes(routes!(bookings::check_in))
+        .routes(routes!(bookings::cancel))
+        .routes(routes!(get_loyalty))
+        .routes(routes!(healthz))
+        .routes(routes!(metrics))
+        .routes(routes!(openapi))
+        .merge(crate::admin::router().route_layer(admin))
         .merge(crate::webhooks::router())
+}
+
+/// The router and its document, with the conventions every operation shares.
+fn split() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    use utoipa::Modify as _;
+    let (router, mut doc) = api().split_for_parts();
+    crate::openapi::Conventions.modify(&mut doc);
+    (router, doc)
+}
+
+/// The OpenAPI document, as `/openapi.json` serves it.
+#[must_use]
+pub fn document() -> String {
+    split().1.to_pretty_json().unwrap_or_default()
+}
+
+/// The served document (a request extension).
+#[derive(Debug, Clone)]
+pub(crate) struct Document(std::sync::Arc<String>);
+
+pub(crate) fn router(state: AppState) -> Router {
+    let cors = cors(&state.config.http.cors_origins);
+    let (api, doc) = split();
+    let doc = Document(std::sync::Arc::new(
+        doc.to_pretty_json().unwrap_or_default(),
+    ));
+    let router = api
         .with_state(state.clone())
-        .merge(airline_runtime::service::health_router(state.rt.clone()))
         .fallback(|| async { Problem::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             Problem::plain(
@@ -47,6 +77,7 @@ pub(crate) fn router(state: AppState) -> Router {
                 "this route does not take that method",
             )
         })
+        .layer(Extension(doc))
         .layer(axum::middleware::from_fn_with_state(
             state,
             crate::auth::authenticate,
@@ -59,6 +90,58 @@ pub(crate) fn router(state: AppState) -> Router {
     router
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(request_context))
+}
+
+/// Health
+///
+/// 200 when the broker and the database answer, 503 otherwise (always 503 on a
+/// gateway run without a broker).
+#[utoipa::path(
+    get, path = "/healthz", operation_id = "getHealth", tag = "operations",
+    responses(
+        (status = 200, description = "Healthy.", body = crate::openapi::Health),
+        (status = 503, description = "The broker or the database is down.", body = crate::openapi::Health),
+    )
+)]
+pub(crate) async fn healthz(State(s): State<AppState>) -> (StatusCode, Json<Value>) {
+    let broker = s.runtime.as_ref().is_some_and(|rt| rt.broker.connected());
+    let database = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        sqlx::query("SELECT 1").execute(&s.pool),
+    )
+    .await
+    .is_ok_and(|r| r.is_ok());
+    let up = |ok: bool| if ok { "up" } else { "down" };
+    let status = if broker && database {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({
+            "status": if status == StatusCode::OK { "ok" } else { "unavailable" },
+            "broker": up(broker),
+            "database": up(database),
+        })),
+    )
+}
+
+/// Prometheus metrics (text exposition format)
+#[utoipa::path(
+    get, path = "/metrics", operation_id = "metrics", tag = "operations",
+    responses(
+        (status = 200, description = "The metrics.", body = String, content_type = "text/plain"),
+        (status = 503, response = crate::openapi::Unavailable),
+    )
+)]
+pub(crate) async fn metrics(State(s): State<AppState>) -> Result<Response> {
+    let rt = s.runtime()?;
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        airline_runtime::metrics::METRICS.render(rt).await,
+    )
+        .into_response())
 }
 
 /// CORS for the configured origins (`AIRLINE_CORS_ORIGINS`); none: no CORS headers
@@ -165,7 +248,7 @@ async fn request_context(
 pub(crate) struct RequestId(pub(crate) String);
 
 impl RequestId {
-    fn cause(&self) -> Cause {
+    pub(crate) fn cause(&self) -> Cause {
         Cause {
             request_id: Some(self.0.clone()),
             ..Cause::default()
@@ -173,8 +256,17 @@ impl RequestId {
     }
 }
 
-async fn openapi() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+/// This OpenAPI document
+#[utoipa::path(
+    get, path = "/openapi.json", operation_id = "getOpenApi", tag = "operations",
+    responses((status = 200, description = "The OpenAPI 3.1 document of this API.", body = Object))
+)]
+pub(crate) async fn openapi(Extension(doc): Extension<Document>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        doc.0.as_str().to_owned(),
+    )
+        .into_response()
 }
 
 /// Reads a JSON body, refusing other content types, oversized bodies and malformed
@@ -195,10 +287,6 @@ pub(crate) fn json_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>
     let body = body.map_err(|e| Problem::plain(e.status(), "Unreadable body", e.body_text()))?;
     serde_json::from_slice(&body)
         .map_err(|e| Problem::field("(body)", format!("is not valid JSON: {e}")))
-}
-
-pub(crate) fn path_uuid(name: &str, raw: &str) -> Result<Uuid> {
-    Uuid::parse_str(raw).map_err(|_| Problem::field(name, "must be a UUID"))
 }
 
 pub(crate) fn query(
@@ -233,7 +321,7 @@ pub(crate) fn limit(q: &HashMap<String, String>) -> Result<i64> {
     }
 }
 
-fn created(location: String, body: Value, status: StatusCode) -> Response {
+pub(crate) fn created(location: String, body: Value, status: StatusCode) -> Response {
     let mut response = (status, Json(body)).into_response();
     if let Ok(v) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, v);
@@ -241,14 +329,35 @@ fn created(location: String, body: Value, status: StatusCode) -> Response {
     response
 }
 
-async fn create_flight(
+impl Checked for NewFlight {
+    // The catalog's own check reads the JSON and names every field at fault.
+    type Raw = Value;
+
+    fn check(raw: Value) -> Result<Self> {
+        Self::from_json(&raw).map_err(Problem::invalid)
+    }
+}
+
+/// Create a flight
+///
+/// Validates every field and stores the flight synchronously. Needs an admin key.
+#[utoipa::path(
+    post, path = "/v1/flights", operation_id = "createFlight", tag = "flights",
+    request_body(content = crate::openapi::NewFlightBody, description = "Sent as application/json (media-type parameters such as charset are allowed); any other Content-Type is answered 415."),
+    responses(
+        (status = 201, description = "The flight was created.", body = flights::Flight,
+         headers(("Location" = String, description = "Path of the created flight."))),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+    )
+)]
+pub(crate) async fn create_flight(
     State(s): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    Body(new): Body<NewFlight>,
 ) -> Result<Response> {
-    let body = json_body(&headers, body)?;
-    let new = NewFlight::from_json(&body).map_err(Problem::invalid)?;
-    let flight = flights::create(&s.rt.pool, &new).await?;
+    let flight = flights::create(&s.pool, &new).await?;
     let body = serde_json::to_value(&flight).map_err(|e| Problem::internal(&e.into()))?;
     Ok(created(
         format!("/v1/flights/{}", flight.id),
@@ -257,481 +366,96 @@ async fn create_flight(
     ))
 }
 
-async fn get_flight(
+/// Read a flight
+#[utoipa::path(
+    get, path = "/v1/flights/{id}", operation_id = "getFlight", tag = "flights",
+    params(("id" = Uuid, Path, description = "The flight's id (400 if not a UUID).")),
+    responses(
+        (status = 200, description = "The flight.", body = flights::Flight),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 404, response = crate::openapi::NotFound),
+    )
+)]
+pub(crate) async fn get_flight(
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<flights::Flight>> {
-    let id = path_uuid("id", &id)?;
-    flights::get(&s.rt.pool, id)
+    flights::get(&s.pool, id)
         .await?
         .map(Json)
         .ok_or_else(|| Problem::not_found(format!("no flight {id}")))
 }
 
-async fn search_flights(
+/// Search flights
+///
+/// Flights with at least one seat left, ordered by departure time then id, paged.
+/// Every filter is optional.
+#[utoipa::path(
+    get, path = "/v1/flights", operation_id = "searchFlights", tag = "flights",
+    params(
+        ("departureAirportCode" = Option<String>, Query, description = "IATA code of the departure airport.", pattern = "^[A-Z]{3}$", example = "LGW"),
+        ("arrivalAirportCode" = Option<String>, Query, description = "IATA code of the arrival airport.", pattern = "^[A-Z]{3}$", example = "MAD"),
+        ("departureDate" = Option<time::Date>, Query, description = "Flights departing on this UTC date (YYYY-MM-DD).", example = "2027-01-11"),
+        ("cursor" = Option<String>, Query, description = "The nextCursor of the previous page; opaque."),
+        ("limit" = Option<i64>, Query, description = "Page size.", minimum = 1, maximum = 100),
+    ),
+    responses(
+        (status = 200, description = "A page of flights.", body = crate::openapi::FlightPage),
+        (status = 400, response = crate::openapi::BadRequest),
+    )
+)]
+pub(crate) async fn search_flights(
     State(s): State<AppState>,
-    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+    Params(search): Params<Search>,
 ) -> Result<Json<flights::Page<flights::Flight>>> {
-    let q = query(q)?;
-    let code = |name: &str| -> Result<Option<String>> {
-        match q.get(name) {
-            None => Ok(None),
-            Some(c) if is_code3(c) => Ok(Some(c.clone())),
-            Some(_) => Err(Problem::field(
-                name,
-                "must be three upper-case letters (IATA code)",
-            )),
-        }
-    };
-    let date_format = time::macros::format_description!("[year]-[month]-[day]");
-    let departure_date = q
-        .get("departureDate")
-        .map(|d| time::Date::parse(d, &date_format))
-        .transpose()
-        .map_err(|_| Problem::field("departureDate", "must be a date, YYYY-MM-DD"))?;
-    let cursor = q
-        .get("cursor")
-        .map(|c| {
-            Cursor::parse(c)
-                .ok_or_else(|| Problem::field("cursor", "is not a cursor this API gave out"))
+    Ok(Json(flights::search(&s.pool, &search).await?))
+}
+
+impl FromQuery for Search {
+    fn from_query(q: &HashMap<String, String>) -> Result<Self> {
+        let code = |name: &str| -> Result<Option<String>> {
+            match q.get(name) {
+                None => Ok(None),
+                Some(c) if is_code3(c) => Ok(Some(c.clone())),
+                Some(_) => Err(Problem::field(
+                    name,
+                    "must be three upper-case letters (IATA code)",
+                )),
+            }
+        };
+        let date_format = time::macros::format_description!("[year]-[month]-[day]");
+        let departure_date = q
+            .get("departureDate")
+            .map(|d| time::Date::parse(d, &date_format))
+            .transpose()
+            .map_err(|_| Problem::field("departureDate", "must be a date, YYYY-MM-DD"))?;
+        let cursor = q
+            .get("cursor")
+            .map(|c| {
+                Cursor::parse(c)
+                    .ok_or_else(|| Problem::field("cursor", "is not a cursor this API gave out"))
+            })
+            .transpose()?;
+        Ok(Self {
+            departure_airport_code: code("departureAirportCode")?,
+            arrival_airport_code: code("arrivalAirportCode")?,
+            departure_date,
+            limit: limit(q)?,
+            cursor,
         })
-        .transpose()?;
-    let search = Search {
-        departure_airport_code: code("departureAirportCode")?,
-        arrival_airport_code: code("arrivalAirportCode")?,
-        departure_date,
-        limit: limit(&q)?,
-        cursor,
-    };
-    Ok(Json(flights::search(&s.rt.pool, &search).await?))
+    }
 }
 
-async fn create_booking(
-    State(s): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Extension(request_id): Extension<RequestId>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response> {
-    let body = json_body(&headers, body)?;
-    let mut f = Fields::new(&body);
-    let flight_id = f.uuid("outboundFlightId");
-    let customer_id = f.string("customerId", 128);
-    let token = f.string("paymentToken", 64).and_then(|raw| {
-        PaymentToken::parse(&raw)
-            .map_err(|e| f.error("paymentToken", e.to_string()))
-            .ok()
-    });
-    f.finish().map_err(Problem::invalid)?;
-    let (Some(flight_id), Some(customer_id), Some(payment_token)) = (flight_id, customer_id, token)
-    else {
-        return Err(Problem::field("(body)", "is incomplete"));
-    };
-    let idempotency_key = idempotency_key(&headers)?;
-    if flights::get(&s.rt.pool, flight_id).await?.is_none() {
-        return Err(Problem::unprocessable(
-            "outboundFlightId",
-            format!("no flight {flight_id}"),
-        ));
-    }
-    let booking_id = Uuid::now_v7();
-    let requested_at = OffsetDateTime::now_utc();
-    let mut tx = s.rt.pool.begin().await?;
-    if let Some(key) = &idempotency_key {
-        let fingerprint =
-            fingerprint(&[&flight_id.to_string(), &customer_id, payment_token.expose()]);
-        if let Claim::Repeat(first) =
-            claim(&mut tx, &caller, "book", key, &fingerprint, booking_id).await?
-        {
-            tx.rollback().await?;
-            return Ok(created(
-                format!("/v1/bookings/{first}"),
-                json!({ "id": first, "status": "PENDING" }),
-                StatusCode::ACCEPTED,
-            ));
-        }
-    }
-    let message = Message::BookingRequested(BookingRequested {
-        booking_id,
-        outbound_flight_id: flight_id,
-        customer_id: customer_id.clone(),
-        payment_token,
-        requested_at,
-    });
-    sqlx::query(
-        "INSERT INTO gateway.booking_requests (id, customer_id, outbound_flight_id, created_at, api_key_id)
-         VALUES ($1, $2, $3, $4, $5)",
+/// Read a customer's loyalty profile
+#[utoipa::path(
+    get, path = "/v1/loyalty/{customerId}", operation_id = "getLoyaltyProfile", tag = "loyalty",
+    params(("customerId" = String, Path, description = "The customer's id.", min_length = 1, max_length = 128)),
+    responses(
+        (status = 200, description = "The customer's points and level (0 points, bronze, for a customer never seen).", body = airline_loyalty::Profile),
+        (status = 400, response = crate::openapi::BadRequest),
     )
-    .bind(booking_id)
-    .bind(&customer_id)
-    .bind(flight_id)
-    .bind(requested_at)
-    .bind(caller.key_id)
-    .execute(&mut *tx)
-    .await?;
-    let pending =
-        outbox::enqueue(&mut tx, crate::SERVICE.name, &request_id.cause(), &message).await?;
-    tx.commit().await?;
-    // Durable from here: answer now, publish right behind the answer.
-    let dispatcher = s.dispatcher.clone();
-    tokio::spawn(async move { dispatcher.dispatch(&[pending]).await });
-    tracing::info!(booking_id = %booking_id, "booking accepted");
-    Ok(created(
-        format!("/v1/bookings/{booking_id}"),
-        json!({ "id": booking_id, "status": "PENDING" }),
-        StatusCode::ACCEPTED,
-    ))
-}
-
-/// The `Idempotency-Key` header, if sent: 1 to 255 visible ASCII characters.
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>> {
-    let Some(value) = headers.get("idempotency-key") else {
-        return Ok(None);
-    };
-    value
-        .to_str()
-        .ok()
-        .filter(|k| !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()))
-        .map(|k| Some(k.to_owned()))
-        .ok_or_else(|| {
-            Problem::field(
-                "Idempotency-Key",
-                "must be 1 to 255 visible ASCII characters",
-            )
-        })
-}
-
-/// What an idempotency key found.
-enum Claim {
-    /// The key is new: this request goes ahead.
-    First,
-    /// The same request was made before under this key, about this booking.
-    Repeat(Uuid),
-}
-
-/// Claims `key` for `operation` by this caller, inside the request's transaction.
-/// A concurrent request under the same key waits on the unique index for the
-/// first to commit, then finds its row: one saga, whatever the race. The same key
-/// with another request is refused with 422.
-async fn claim(
-    tx: &mut sqlx::PgConnection,
-    caller: &Caller,
-    operation: &str,
-    key: &str,
-    fingerprint: &str,
-    booking_id: Uuid,
-) -> Result<Claim> {
-    let claimed = sqlx::query(
-        "INSERT INTO gateway.idempotency_keys (key, fingerprint, booking_id, api_key_id, operation)
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-    )
-    .bind(key)
-    .bind(fingerprint)
-    .bind(booking_id)
-    .bind(caller.key_id)
-    .bind(operation)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected()
-        == 1;
-    if claimed {
-        return Ok(Claim::First);
-    }
-    let (first_fingerprint, first_booking): (String, Uuid) = sqlx::query_as(
-        "SELECT fingerprint, booking_id FROM gateway.idempotency_keys
-          WHERE api_key_id = $1 AND operation = $2 AND key = $3",
-    )
-    .bind(caller.key_id)
-    .bind(operation)
-    .bind(key)
-    .fetch_one(&mut *tx)
-    .await?;
-    if first_fingerprint != fingerprint {
-        return Err(Problem::unprocessable(
-            "Idempotency-Key",
-            "was used before with another request",
-        ));
-    }
-    Ok(Claim::Repeat(first_booking))
-}
-
-/// A SHA-256 of the request's fields: compares bodies without keeping the card token.
-fn fingerprint(fields: &[&str]) -> String {
-    // Each field followed by a NUL, as stored fingerprints were made: the empty
-    // last part adds the final separator.
-    let mut parts: Vec<&[u8]> = fields.iter().map(|f| f.as_bytes()).collect();
-    parts.push(b"");
-    airline_runtime::sha256_hex(&parts)
-}
-
-/// Whether `caller` may change booking `id`: its own bookings, or any with an
-/// admin key. Someone else's booking reads as not found.
-async fn owned(s: &AppState, caller: &Caller, id: Uuid) -> Result<()> {
-    if caller.scope == Scope::Admin {
-        return Ok(());
-    }
-    let owner: Option<Option<Uuid>> =
-        sqlx::query_scalar("SELECT api_key_id FROM gateway.booking_requests WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&s.rt.pool)
-            .await?;
-    if owner.flatten() == Some(caller.key_id) {
-        Ok(())
-    } else {
-        Err(Problem::not_found(format!("no booking {id}")))
-    }
-}
-
-async fn cancel(
-    State(s): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Extension(request_id): Extension<RequestId>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<Response> {
-    let id = path_uuid("id", &id)?;
-    let idempotency_key = idempotency_key(&headers)?;
-    owned(&s, &caller, id).await?;
-    let accepted = |id: Uuid| {
-        created(
-            format!("/v1/bookings/{id}"),
-            json!({ "id": id, "status": "CANCELLING" }),
-            StatusCode::ACCEPTED,
-        )
-    };
-    let mut tx = s.rt.pool.begin().await?;
-    if let Some(key) = &idempotency_key
-        && let Claim::Repeat(first) =
-            claim(&mut tx, &caller, "cancel", key, &id.to_string(), id).await?
-    {
-        tx.rollback().await?;
-        return Ok(accepted(first));
-    }
-    // The booking row is locked until this request commits: of two cancellations
-    // at once, the second sees the first's request and gets 409.
-    let state: Option<String> =
-        sqlx::query_scalar("SELECT state FROM booking.bookings WHERE id = $1 FOR UPDATE")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-    let Some(state) = state else {
-        return Err(if owned_request(&mut tx, id).await? {
-            conflict(id, "PENDING")
-        } else {
-            Problem::not_found(format!("no booking {id}"))
-        });
-    };
-    let status = airline_booking::saga::State::parse(&state)
-        .map_or("PENDING", airline_booking::saga::State::status);
-    if status != "CONFIRMED" {
-        return Err(conflict(id, status));
-    }
-    let first = sqlx::query(
-        "INSERT INTO gateway.cancel_requests (booking_id, api_key_id) VALUES ($1, $2)
-         ON CONFLICT (booking_id) DO NOTHING",
-    )
-    .bind(id)
-    .bind(caller.key_id)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected()
-        == 1;
-    if !first {
-        return Err(conflict(id, "CANCELLING"));
-    }
-    let message = Message::CancelBooking(CancelBooking {
-        booking_id: id,
-        requested_at: OffsetDateTime::now_utc(),
-    });
-    let pending =
-        outbox::enqueue(&mut tx, crate::SERVICE.name, &request_id.cause(), &message).await?;
-    tx.commit().await?;
-    let dispatcher = s.dispatcher.clone();
-    tokio::spawn(async move { dispatcher.dispatch(&[pending]).await });
-    tracing::info!(booking_id = %id, "cancellation accepted");
-    Ok(accepted(id))
-}
-
-async fn owned_request(tx: &mut sqlx::PgConnection, id: Uuid) -> Result<bool> {
-    Ok(
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM gateway.booking_requests WHERE id = $1")
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await?
-            > 0,
-    )
-}
-
-fn conflict(id: Uuid, status: &str) -> Problem {
-    let reason = match status {
-        "CANCELLING" => "its cancellation is under way".to_owned(),
-        "CANCELLED" => "it is cancelled already".to_owned(),
-        "FAILED" => "it failed and was never charged or was refunded".to_owned(),
-        other => format!("it is {other}; only a CONFIRMED booking can be cancelled"),
-    };
-    Problem::plain(
-        StatusCode::CONFLICT,
-        "Cannot cancel",
-        format!("booking {id} cannot be cancelled: {reason}"),
-    )
-}
-
-async fn check_in(
-    State(s): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
-) -> Result<Json<BookingView>> {
-    let id = path_uuid("id", &id)?;
-    owned(&s, &caller, id).await?;
-    let Some(view) = view_of(&s, id).await? else {
-        return Err(Problem::not_found(format!("no booking {id}")));
-    };
-    if view.status != "CONFIRMED" {
-        return Err(Problem::plain(
-            StatusCode::CONFLICT,
-            "Cannot check in",
-            format!(
-                "booking {id} is {}; only a CONFIRMED booking can check in",
-                view.status
-            ),
-        ));
-    }
-    let departure = flights::get(&s.rt.pool, view.outbound_flight_id)
-        .await?
-        .map(|f| f.departure_date);
-    if departure.is_none_or(|d| d <= OffsetDateTime::now_utc()) {
-        return Err(Problem::plain(
-            StatusCode::CONFLICT,
-            "Cannot check in",
-            format!("the flight of booking {id} has departed"),
-        ));
-    }
-    views::check_in(&s.rt.pool, id).await?;
-    views::get(&s.rt.pool, id)
-        .await?
-        .map(Json)
-        .ok_or_else(|| Problem::not_found(format!("no booking {id}")))
-}
-
-/// A booking as its saga shows it, except that a CONFIRMED booking whose
-/// cancellation the gateway has accepted reads CANCELLING at once, as the 202 said,
-/// before the saga has taken the `booking.cancel` command.
-async fn view_of(s: &AppState, id: Uuid) -> Result<Option<BookingView>> {
-    let Some(mut view) = views::get(&s.rt.pool, id).await? else {
-        return Ok(None);
-    };
-    if view.status == "CONFIRMED" {
-        let requested: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM gateway.cancel_requests WHERE booking_id = $1)",
-        )
-        .bind(id)
-        .fetch_one(&s.rt.pool)
-        .await?;
-        if requested {
-            "CANCELLING".clone_into(&mut view.status);
-        }
-    }
-    Ok(Some(view))
-}
-
-async fn get_booking(
-    State(s): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Json<BookingView>> {
-    let id = path_uuid("id", &id)?;
-    if let Some(view) = view_of(&s, id).await? {
-        return Ok(Json(view));
-    }
-    let row: Option<(String, Uuid, OffsetDateTime)> = sqlx::query_as(
-        "SELECT customer_id, outbound_flight_id, created_at FROM gateway.booking_requests WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_optional(&s.rt.pool)
-    .await?;
-    row.map(|(customer, flight, at)| Json(BookingView::pending(id, customer, flight, at)))
-        .ok_or_else(|| Problem::not_found(format!("no booking {id}")))
-}
-
-async fn list_bookings(
-    State(s): State<AppState>,
-    q: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> Result<Json<flights::Page<BookingView>>> {
-    let q = query(q)?;
-    let customer_id = q
-        .get("customerId")
-        .map(|c| c.trim())
-        .filter(|c| !c.is_empty() && c.chars().count() <= 128)
-        .ok_or_else(|| Problem::field("customerId", "is required, 1 to 128 characters"))?;
-    let status = q.get("status").map(String::as_str);
-    if let Some(st) = status
-        && !["PENDING", "CONFIRMED", "FAILED", "CANCELLING", "CANCELLED"].contains(&st)
-    {
-        return Err(Problem::field(
-            "status",
-            "must be PENDING, CONFIRMED, FAILED, CANCELLING or CANCELLED",
-        ));
-    }
-    let cursor = q
-        .get("cursor")
-        .map(|c| {
-            Uuid::parse_str(c)
-                .map_err(|_| Problem::field("cursor", "is not a cursor this API gave out"))
-        })
-        .transpose()?;
-    let limit = limit(&q)?;
-    // Bookings whose saga has started, and those the gateway accepted whose saga has
-    // not started yet (they read PENDING), newest first.
-    let sql = format!(
-        "SELECT * FROM (
-             SELECT {cols} FROM booking.bookings b WHERE customer_id = $1
-             UNION ALL
-             SELECT r.id, 'REQUESTED' AS state, r.outbound_flight_id, r.customer_id, NULL, NULL, false,
-                    r.created_at, r.created_at
-               FROM gateway.booking_requests r
-              WHERE r.customer_id = $1
-                AND NOT EXISTS (SELECT 1 FROM booking.bookings b WHERE b.id = r.id)
-         ) all_bookings
-         WHERE ($2::text IS NULL
-                OR ($2 = 'PENDING' AND state NOT IN ('CONFIRMED', 'FAILED', 'CANCELLED',
-                                                      'CANCEL_REFUNDING', 'CANCEL_RELEASING_SEAT'))
-                OR ($2 = 'CANCELLING' AND state IN ('CANCEL_REFUNDING', 'CANCEL_RELEASING_SEAT'))
-                OR state = $2)
-           AND ($3::uuid IS NULL OR id < $3)
-         ORDER BY id DESC
-         LIMIT $4",
-        // A CONFIRMED booking whose cancellation was accepted reads CANCELLING, as
-        // in view_of.
-        cols = views::VIEW_COLUMNS.replacen(
-            "state",
-            "CASE WHEN b.state = 'CONFIRMED' AND EXISTS (
-                      SELECT 1 FROM gateway.cancel_requests c WHERE c.booking_id = b.id)
-                  THEN 'CANCEL_REFUNDING' ELSE b.state END AS state",
-            1
-        )
-    );
-    let rows = sqlx::query(&sql)
-        .bind(customer_id)
-        .bind(status)
-        .bind(cursor)
-        .bind(limit + 1)
-        .fetch_all(&s.rt.pool)
-        .await?;
-    let mut items = rows
-        .iter()
-        .map(views::from_row)
-        .collect::<sqlx::Result<Vec<_>>>()?;
-    let page = usize::try_from(limit).unwrap_or(20);
-    let more = items.len() > page;
-    items.truncate(page);
-    let next_cursor = if more {
-        items.last().map(|b| b.id.to_string())
-    } else {
-        None
-    };
-    Ok(Json(flights::Page { items, next_cursor }))
-}
-
-async fn get_loyalty(
+)]
+pub(crate) async fn get_loyalty(
     State(s): State<AppState>,
     Path(customer_id): Path<String>,
 ) -> Result<Json<airline_loyalty::Profile>> {
@@ -742,7 +466,5 @@ async fn get_loyalty(
             "must have 1 to 128 characters",
         ));
     }
-    Ok(Json(
-        airline_loyalty::profile(&s.rt.pool, &customer_id).await?,
-    ))
+    Ok(Json(airline_loyalty::profile(&s.pool, &customer_id).await?))
 }

@@ -6,25 +6,25 @@
 use airline_notify::destination::{self, Refusal, WebhookUrl};
 use airline_notify::endpoints::{self, Endpoint, EventTypes};
 use airline_runtime::validation::FieldError;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use serde_json::{Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Caller;
-use crate::routes::{json_body, no_nul, path_uuid};
+use crate::extract::{Body, Checked, PathId};
+use crate::routes::no_nul;
 use crate::{AppState, Problem};
 
 type Result<T, E = Problem> = std::result::Result<T, E>;
 
-pub(crate) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/webhooks", get(list).post(create))
-        .route("/v1/webhooks/{id}", get(show).delete(remove))
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(show, remove))
 }
 
 /// The body of `POST /v1/webhooks`, checked: every field at fault is named.
@@ -57,18 +57,43 @@ fn new_endpoint(body: &Value) -> Result<(WebhookUrl, EventTypes)> {
     }
 }
 
-async fn create(
+/// The body of `POST /v1/webhooks`, checked.
+#[derive(Debug)]
+pub(crate) struct NewEndpoint(WebhookUrl, EventTypes);
+
+impl Checked for NewEndpoint {
+    // The event list's rules read JSON ([`EventTypes::parse`]).
+    type Raw = Value;
+
+    fn check(raw: Value) -> Result<Self> {
+        new_endpoint(&raw).map(|(url, events)| Self(url, events))
+    }
+}
+
+/// Register a webhook endpoint
+///
+/// The answer carries the signing secret, once.
+#[utoipa::path(
+    post, path = "/v1/webhooks", operation_id = "createWebhookEndpoint", tag = "webhooks",
+    request_body(content = crate::openapi::NewWebhookBody, description = "Sent as application/json; any other Content-Type is answered 415."),
+    responses(
+        (status = 201, description = "Created; the secret is shown this once.", body = crate::openapi::WebhookCreated,
+         headers(("Location" = String, description = "Path of the endpoint."))),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 413, response = crate::openapi::PayloadTooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 422, response = crate::openapi::Unprocessable),
+    )
+)]
+pub(crate) async fn create(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    Body(NewEndpoint(url, events)): Body<NewEndpoint>,
 ) -> Result<Response> {
-    let body = json_body(&headers, body)?;
-    let (url, events) = new_endpoint(&body)?;
-    destination::vet(&url, s.rt.config.webhooks.allow_private)
+    destination::vet(&url, s.config.webhooks.allow_private)
         .await
         .map_err(|refusal: Refusal| Problem::unprocessable("url", refusal.to_string()))?;
-    let (endpoint, secret) = endpoints::create(&s.rt.pool, caller.key_id, &url, &events).await?;
+    let (endpoint, secret) = endpoints::create(&s.pool, caller.key_id, &url, &events).await?;
     tracing::info!(endpoint = %endpoint.id, key = %caller.name, "webhook endpoint created");
     let mut body = shown(&endpoint)?;
     body["secret"] = json!(secret.expose());
@@ -83,33 +108,56 @@ fn shown(endpoint: &Endpoint) -> Result<Value> {
     serde_json::to_value(endpoint).map_err(|e| Problem::internal(&e.into()))
 }
 
-async fn list(
+/// The calling key's webhook endpoints
+#[utoipa::path(
+    get, path = "/v1/webhooks", operation_id = "listWebhookEndpoints", tag = "webhooks",
+    responses((status = 200, description = "Its endpoints.", body = crate::openapi::WebhookList))
+)]
+pub(crate) async fn list(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
 ) -> Result<Json<Value>> {
-    let items = endpoints::list(&s.rt.pool, caller.key_id).await?;
+    let items = endpoints::list(&s.pool, caller.key_id).await?;
     Ok(Json(json!({ "items": items })))
 }
 
-async fn show(
+/// One webhook endpoint and how its deliveries go
+#[utoipa::path(
+    get, path = "/v1/webhooks/{id}", operation_id = "getWebhookEndpoint", tag = "webhooks",
+    params(("id" = Uuid, Path, description = "The webhook endpoint's id.")),
+    responses(
+        (status = 200, description = "The endpoint.", body = Endpoint),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 404, response = crate::openapi::NotFound),
+    )
+)]
+pub(crate) async fn show(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<Json<Endpoint>> {
-    let id = path_uuid("id", &id)?;
-    endpoints::get(&s.rt.pool, caller.key_id, id)
+    endpoints::get(&s.pool, caller.key_id, id)
         .await?
         .map(Json)
         .ok_or_else(|| Problem::not_found(format!("no webhook endpoint {id}")))
 }
 
-async fn remove(
+/// Delete a webhook endpoint
+#[utoipa::path(
+    delete, path = "/v1/webhooks/{id}", operation_id = "deleteWebhookEndpoint", tag = "webhooks",
+    params(("id" = Uuid, Path, description = "The webhook endpoint's id.")),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 404, response = crate::openapi::NotFound),
+    )
+)]
+pub(crate) async fn remove(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> Result<StatusCode> {
-    let id = path_uuid("id", &id)?;
-    if endpoints::delete(&s.rt.pool, caller.key_id, id).await? {
+    if endpoints::delete(&s.pool, caller.key_id, id).await? {
         tracing::info!(endpoint = %id, key = %caller.name, "webhook endpoint deleted");
         Ok(StatusCode::NO_CONTENT)
     } else {

@@ -25,7 +25,7 @@ pub const SILVER: i64 = 50_000;
 pub const GOLD: i64 = 100_000;
 
 /// A customer's loyalty level.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
     Bronze,
@@ -58,13 +58,17 @@ impl Level {
 }
 
 /// A customer's view: `GET /v1/loyalty/{customerId}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = LoyaltyProfile)]
 pub struct Profile {
+    #[schema(min_length = 1, max_length = 128)]
     pub customer_id: String,
     pub points: i64,
+    #[schema(inline)]
     pub level: Level,
     /// Points still needed for the next level; 0 at gold.
+    #[schema(minimum = 0)]
     pub remaining_points: i64,
 }
 

@@ -59,16 +59,20 @@ impl EventTypes {
 }
 
 /// An endpoint as the API shows it: never its secret.
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = WebhookEndpoint)]
 pub struct Endpoint {
     /// The endpoint's id (UUIDv7).
     pub id: Uuid,
     /// Where deliveries are POSTed.
+    #[schema(format = "uri")]
     pub url: String,
     /// The event types it receives.
+    #[schema(schema_with = event_types_schema)]
     pub events: Vec<String>,
     /// `enabled` or `disabled`.
+    #[schema(schema_with = endpoint_status_schema)]
     pub status: String,
     /// Why it was disabled.
     pub disabled_reason: Option<String>,
@@ -86,6 +90,27 @@ pub struct Endpoint {
     /// When it was created.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+}
+
+/// The schema of a list of event types: one or more of [`EVENT_TYPES`], each once.
+#[must_use]
+pub fn event_types_schema() -> utoipa::openapi::Array {
+    utoipa::openapi::ArrayBuilder::new()
+        .items(
+            utoipa::openapi::ObjectBuilder::new()
+                .schema_type(utoipa::openapi::Type::String)
+                .enum_values(Some(EVENT_TYPES.iter().copied())),
+        )
+        .min_items(Some(1))
+        .unique_items(true)
+        .build()
+}
+
+fn endpoint_status_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .enum_values(Some(["enabled", "disabled"]))
+        .build()
 }
 
 const COLUMNS: &str = "id, url, events, status, disabled_reason, failing_since, \

@@ -123,16 +123,7 @@ impl State {
     /// while a cancellation runs.
     #[must_use]
     pub fn status(self) -> &'static str {
-        match self {
-            Self::Confirmed => "CONFIRMED",
-            Self::Failed => "FAILED",
-            Self::Cancelled => "CANCELLED",
-            Self::CancelRefunding | Self::CancelReleasingSeat => "CANCELLING",
-            Self::ReservingSeat
-            | Self::CollectingPayment
-            | Self::RefundingPayment
-            | Self::ReleasingSeat => "PENDING",
-        }
+        crate::views::Status::of(self).as_str()
     }
 }
 
