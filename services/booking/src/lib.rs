@@ -523,9 +523,10 @@ pub async fn extend_deadlines(pool: &sqlx::PgPool, outage: Duration) -> sqlx::Re
     let micros = i64::try_from(outage.as_micros()).unwrap_or(i64::MAX);
     Ok(sqlx::query(
         "UPDATE booking.bookings SET deadline_at = deadline_at + make_interval(secs => $1::double precision / 1e6)
-          WHERE deadline_at IS NOT NULL AND state NOT IN ('CONFIRMED', 'FAILED', 'CANCELLED')",
+          WHERE deadline_at IS NOT NULL AND state <> ALL($2)",
     )
     .bind(micros)
+    .bind(views::terminal_states())
     .execute(pool)
     .await?
     .rows_affected())
@@ -546,11 +547,15 @@ pub async fn sweep_once(
     let mut tx = pool.begin().await?;
     let sql = format!(
         "SELECT {SAGA_COLUMNS} FROM booking.bookings
-          WHERE deadline_at <= $1 AND state NOT IN ('CONFIRMED', 'FAILED', 'CANCELLED')
+          WHERE deadline_at <= $1 AND state <> ALL($2)
           ORDER BY deadline_at LIMIT 100
           FOR UPDATE SKIP LOCKED"
     );
-    let rows = sqlx::query(&sql).bind(now).fetch_all(&mut *tx).await?;
+    let rows = sqlx::query(&sql)
+        .bind(now)
+        .bind(views::terminal_states())
+        .fetch_all(&mut *tx)
+        .await?;
     let trigger = Trigger {
         kind: DEADLINE.into(),
         message_id: None,

@@ -1,8 +1,14 @@
 //! `airline audit`: checks the books. Run it when the pipeline has drained (no
 //! booking in flight): every check below is an invariant of a quiet system.
 
+use airline_booking::saga::State;
+use airline_booking::views::terminal_states;
+use airline_contracts::FailureReason;
 use serde::Serialize;
 use sqlx::PgPool;
+
+/// Bookings in one state.
+const BY_STATE: &str = "SELECT count(*) FROM booking.bookings WHERE state = $1";
 
 /// One broken invariant.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -34,8 +40,25 @@ pub struct Stats {
     pub duplicates_absorbed: i64,
 }
 
-/// Each check: a name, and a query returning one text row per violation.
-const CHECKS: &[(&str, &str)] = &[
+/// A value a check binds, named by the booking crate rather than written out here.
+#[derive(Debug, Clone, Copy)]
+enum Param {
+    /// A saga state's stored name.
+    State(State),
+    /// The stored names of the terminal states, as `text[]`.
+    Terminal,
+    /// A failure reason's name.
+    Reason(FailureReason),
+}
+
+const CONFIRMED: Param = Param::State(State::Confirmed);
+const FAILED: Param = Param::State(State::Failed);
+const CANCELLED: Param = Param::State(State::Cancelled);
+const PARKED: Param = Param::Reason(FailureReason::CompensationFailed);
+
+/// Each check: a name, a query returning one text row per violation, and what it
+/// binds as `$1`, `$2`, ….
+const CHECKS: &[(&str, &str, &[Param])] = &[
     (
         "seats",
         "SELECT format('flight %s: %s seats taken but %s bookings hold one', f.id, f.seats_total - f.seats_left, count(r.booking_id))
@@ -43,40 +66,44 @@ const CHECKS: &[(&str, &str)] = &[
            LEFT JOIN catalog.seat_reservations r ON r.flight_id = f.id AND r.status = 'reserved'
           GROUP BY f.id, f.seats_total, f.seats_left
          HAVING f.seats_total - f.seats_left <> count(r.booking_id)",
+        &[],
     ),
     (
         "seats",
         "SELECT format('booking %s is %s but still holds a seat on flight %s', b.id, b.state, r.flight_id)
            FROM catalog.seat_reservations r JOIN booking.bookings b ON b.id = r.booking_id
           WHERE r.status = 'reserved'
-            AND (b.state = 'CANCELLED'
-                 OR (b.state = 'FAILED' AND b.failure_reason IS DISTINCT FROM 'COMPENSATION_FAILED'))",
+            AND (b.state = $1 OR (b.state = $2 AND b.failure_reason IS DISTINCT FROM $3))",
+        &[CANCELLED, FAILED, PARKED],
     ),
     (
         "seats",
-        "SELECT format('booking %s is CONFIRMED without a seat', b.id)
+        "SELECT format('booking %s is %s without a seat', b.id, b.state)
            FROM booking.bookings b
            LEFT JOIN catalog.seat_reservations r ON r.booking_id = b.id AND r.status = 'reserved'
-          WHERE b.state = 'CONFIRMED' AND r.booking_id IS NULL",
+          WHERE b.state = $1 AND r.booking_id IS NULL",
+        &[CONFIRMED],
     ),
     (
         "seats",
         "SELECT format('flight %s has %s seats left of %s', id, seats_left, seats_total)
            FROM catalog.flights WHERE seats_left < 0 OR seats_left > seats_total",
+        &[],
     ),
     (
         "money",
         "SELECT format('booking %s is %s but its charge %s is captured and not refunded', b.id, b.state, p.charge_id)
            FROM payment.payments p JOIN booking.bookings b ON b.id = p.booking_id
           WHERE p.status = 'captured'
-            AND (b.state = 'CANCELLED'
-                 OR (b.state = 'FAILED' AND b.failure_reason IS DISTINCT FROM 'COMPENSATION_FAILED'))",
+            AND (b.state = $1 OR (b.state = $2 AND b.failure_reason IS DISTINCT FROM $3))",
+        &[CANCELLED, FAILED, PARKED],
     ),
     (
         "money",
-        "SELECT format('booking %s is CONFIRMED but its payment is %s', b.id, coalesce(p.status, 'missing'))
+        "SELECT format('booking %s is %s but its payment is %s', b.id, b.state, coalesce(p.status, 'missing'))
            FROM booking.bookings b LEFT JOIN payment.payments p ON p.booking_id = b.id
-          WHERE b.state = 'CONFIRMED' AND p.status IS DISTINCT FROM 'captured'",
+          WHERE b.state = $1 AND p.status IS DISTINCT FROM 'captured'",
+        &[CONFIRMED],
     ),
     (
         "money",
@@ -84,12 +111,13 @@ const CHECKS: &[(&str, &str)] = &[
            FROM payment.refunds r LEFT JOIN payment.payments p ON p.booking_id = r.booking_id
           WHERE r.amount > coalesce(p.amount, 0)
              OR (p.status = 'refunded' AND r.amount <> p.amount)",
+        &[],
     ),
     (
         "loyalty",
         "WITH earned AS (
              SELECT customer_id, sum(ticket_price) AS points FROM booking.bookings
-              WHERE state = 'CONFIRMED' GROUP BY customer_id),
+              WHERE state = $1 GROUP BY customer_id),
          credited AS (
              SELECT customer_id, sum(CASE kind WHEN 'award' THEN points ELSE -points END) AS points
                FROM loyalty.ledger GROUP BY customer_id)
@@ -97,19 +125,37 @@ const CHECKS: &[(&str, &str)] = &[
                        coalesce(e.customer_id, c.customer_id), coalesce(c.points, 0), coalesce(e.points, 0))
            FROM earned e FULL JOIN credited c ON c.customer_id = e.customer_id
           WHERE coalesce(e.points, 0) <> coalesce(c.points, 0)",
+        &[CONFIRMED],
     ),
     (
         "sagas",
         "SELECT format('booking %s has waited in %s since its deadline %s', id, state, deadline_at)
            FROM booking.bookings
-          WHERE state NOT IN ('CONFIRMED', 'FAILED', 'CANCELLED') AND deadline_at < now() - interval '5 seconds'",
+          WHERE state <> ALL($1) AND deadline_at < now() - interval '5 seconds'",
+        &[Param::Terminal],
     ),
     (
         "messages",
         "SELECT format('outbox row %s (%s from %s) unsent since %s', id, routing_key, producer, created_at)
            FROM messaging.outbox WHERE created_at < now() - interval '60 seconds'",
+        &[],
     ),
 ];
+
+/// Binds `params` to `query` in order.
+fn bind<'q, O>(
+    mut query: sqlx::query::QueryScalar<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
+    params: &[Param],
+) -> sqlx::query::QueryScalar<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments> {
+    for p in params {
+        query = match p {
+            Param::State(s) => query.bind(s.as_str()),
+            Param::Terminal => query.bind(terminal_states()),
+            Param::Reason(r) => query.bind(r.as_str()),
+        };
+    }
+    query
+}
 
 /// Runs every check.
 ///
@@ -117,26 +163,32 @@ const CHECKS: &[(&str, &str)] = &[
 /// Database errors (a missing schema: run `airline migrate`).
 pub async fn audit(pool: &PgPool) -> anyhow::Result<Report> {
     let mut violations = Vec::new();
-    for (check, sql) in CHECKS {
-        let rows: Vec<String> = sqlx::query_scalar(sql).fetch_all(pool).await?;
+    for (check, sql, params) in CHECKS {
+        let rows: Vec<String> = bind(sqlx::query_scalar(sql), params)
+            .fetch_all(pool)
+            .await?;
         violations.extend(rows.into_iter().map(|detail| Violation { check, detail }));
     }
-    let count =
-        |sql: &'static str| async move { sqlx::query_scalar::<_, i64>(sql).fetch_one(pool).await };
+    let count = |sql: &'static str, params: &'static [Param]| async move {
+        bind(sqlx::query_scalar::<_, i64>(sql), params)
+            .fetch_one(pool)
+            .await
+    };
     let stats = Stats {
-        bookings: count("SELECT count(*) FROM booking.bookings").await?,
-        confirmed: count("SELECT count(*) FROM booking.bookings WHERE state = 'CONFIRMED'").await?,
-        failed: count("SELECT count(*) FROM booking.bookings WHERE state = 'FAILED'").await?,
-        cancelled: count("SELECT count(*) FROM booking.bookings WHERE state = 'CANCELLED'")
-            .await?,
+        bookings: count("SELECT count(*) FROM booking.bookings", &[]).await?,
+        confirmed: count(BY_STATE, &[CONFIRMED]).await?,
+        failed: count(BY_STATE, &[FAILED]).await?,
+        cancelled: count(BY_STATE, &[CANCELLED]).await?,
         in_flight: count(
-            "SELECT count(*) FROM booking.bookings WHERE state NOT IN ('CONFIRMED', 'FAILED', 'CANCELLED')",
+            "SELECT count(*) FROM booking.bookings WHERE state <> ALL($1)",
+            &[Param::Terminal],
         )
         .await?,
-        inbox_rows: count("SELECT count(*) FROM messaging.inbox").await?,
-        outbox_rows: count("SELECT count(*) FROM messaging.outbox").await?,
+        inbox_rows: count("SELECT count(*) FROM messaging.inbox", &[]).await?,
+        outbox_rows: count("SELECT count(*) FROM messaging.outbox", &[]).await?,
         duplicates_absorbed: count(
             "SELECT coalesce(sum(duplicates), 0)::bigint FROM messaging.inbox",
+            &[],
         )
         .await?,
     };

@@ -120,14 +120,15 @@ const COLUMNS: &str = "id, url, events, status, disabled_reason, failing_since, 
 /// which no other call returns.
 ///
 /// # Errors
-/// Database errors.
+/// Database errors; the operating system's random source failing is reported as
+/// an I/O error.
 pub async fn create(
     pool: &PgPool,
     owner: Uuid,
     url: &WebhookUrl,
     events: &EventTypes,
 ) -> sqlx::Result<(Endpoint, Secret)> {
-    let secret = Secret::generate();
+    let secret = Secret::generate().map_err(|e| sqlx::Error::Io(std::io::Error::other(e)))?;
     let endpoint = sqlx::query_as(&format!(
         "INSERT INTO notify.webhook_endpoints (id, api_key_id, url, events, secret)
          VALUES ($1, $2, $3, $4, $5) RETURNING {COLUMNS}"

@@ -20,15 +20,15 @@ impl std::fmt::Debug for Secret {
 }
 
 impl Secret {
-    /// A new secret of 32 bytes from the operating system's random number generator
-    /// (two version-4 UUIDs: 244 random bits, above the 192 the specification asks
-    /// for).
-    #[must_use]
-    pub fn generate() -> Self {
+    /// A new secret of 32 bytes (256 bits, above the 192 the specification asks
+    /// for) from the operating system's random number generator.
+    ///
+    /// # Errors
+    /// When the operating system cannot give random bytes.
+    pub fn generate() -> Result<Self, getrandom::Error> {
         let mut key = [0u8; 32];
-        key[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
-        key[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
-        Self(format!("{SECRET_PREFIX}{}", STANDARD.encode(key)))
+        getrandom::fill(&mut key)?;
+        Ok(Self(format!("{SECRET_PREFIX}{}", STANDARD.encode(key))))
     }
 
     /// A secret as stored.
@@ -103,7 +103,10 @@ mod tests {
 
     #[test]
     fn generated_secrets_are_long_random_and_hidden() {
-        let (a, b) = (Secret::generate(), Secret::generate());
+        let (a, b) = (
+            Secret::generate().expect("random bytes"),
+            Secret::generate().expect("random bytes"),
+        );
         assert_ne!(a, b);
         let key = STANDARD
             .decode(a.expose().strip_prefix(SECRET_PREFIX).expect("prefix"))
