@@ -6,16 +6,17 @@ use std::collections::HashMap;
 
 use airline_dead_letters::{self as store, Edit, Filter, Refusal, Selection};
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::routes::{json_body, limit, query};
+use crate::extract::{Body, Checked};
+use crate::routes::{limit, query};
 use crate::{AppState, Problem};
 
 type Result<T, E = Problem> = std::result::Result<T, E>;
@@ -52,11 +53,95 @@ fn problem(e: anyhow::Error) -> Problem {
     }
 }
 
-fn dead_letter_id(raw: &str) -> Result<i64> {
-    raw.parse::<i64>()
-        .ok()
-        .filter(|n| *n > 0)
-        .ok_or_else(|| Problem::field("id", "must be a positive integer"))
+/// The `{id}` of a dead letter's path: a positive integer (400 naming `id`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DeadLetterId(i64);
+
+impl<S: Send + Sync> FromRequestParts<S> for DeadLetterId {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
+        let refused = || Problem::field("id", "must be a positive integer");
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| refused())?;
+        raw.parse::<i64>()
+            .ok()
+            .filter(|n| *n > 0)
+            .map(DeadLetterId)
+            .ok_or_else(refused)
+    }
+}
+
+/// The body of an edit: `{"set": {path: value, …}}` or `{"body": {…}}`.
+#[derive(Debug)]
+pub(crate) struct EditRequest(Edit);
+
+/// An edit as decoded: which of the two forms was sent is checked after.
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct RawEdit {
+    set: Option<Map<String, Value>>,
+    body: Option<Value>,
+}
+
+impl Checked for EditRequest {
+    type Raw = RawEdit;
+
+    fn check(raw: RawEdit) -> Result<Self> {
+        match (raw.set, raw.body) {
+            (Some(set), None) if !set.is_empty() => Ok(Self(Edit::Set(
+                set.iter()
+                    .map(|(k, v)| (k.clone(), v.to_string()))
+                    .collect(),
+            ))),
+            (None, Some(b)) => Ok(Self(Edit::Body(b.to_string().into_bytes()))),
+            _ => Err(Problem::field(
+                "set",
+                "send either {\"set\": {\"path\": value, ...}} or {\"body\": {...}}",
+            )),
+        }
+    }
+}
+
+/// A bulk selection: a group or `"all": true`, and filters.
+#[derive(Debug)]
+pub(crate) struct SelectionRequest(Selection);
+
+impl Checked for SelectionRequest {
+    type Raw = Map<String, Value>;
+
+    fn check(body: Map<String, Value>) -> Result<Self> {
+        let text = |k: &str| body.get(k).and_then(Value::as_str).map(str::to_owned);
+        let filter = filter_of(text)?;
+        let all = body.get("all").and_then(Value::as_bool).unwrap_or(false);
+        if filter.group.is_none() && !all {
+            return Err(Problem::field(
+                "group",
+                "name a group, or send \"all\": true",
+            ));
+        }
+        if filter.status.is_some() {
+            return Err(Problem::field(
+                "status",
+                "bulk operations apply to stored dead letters only",
+            ));
+        }
+        Ok(Self(Selection::Matching(filter)))
+    }
+}
+
+/// The body of a drain: optionally the one queue whose DLQ to drain.
+#[derive(Debug)]
+pub(crate) struct DrainRequest(Option<String>);
+
+impl Checked for DrainRequest {
+    type Raw = Map<String, Value>;
+
+    fn check(body: Map<String, Value>) -> Result<Self> {
+        Ok(Self(
+            body.get("queue").and_then(Value::as_str).map(str::to_owned),
+        ))
+    }
 }
 
 fn since(raw: &str, field: &str) -> Result<OffsetDateTime> {
@@ -143,9 +228,8 @@ pub(crate) async fn overview(
 )]
 pub(crate) async fn show(
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    DeadLetterId(id): DeadLetterId,
 ) -> Result<Json<store::Detail>> {
-    let id = dead_letter_id(&id)?;
     store::show(&s.pool, id)
         .await?
         .map(Json)
@@ -170,30 +254,14 @@ pub(crate) async fn show(
 )]
 pub(crate) async fn edit(
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    DeadLetterId(id): DeadLetterId,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    Body(EditRequest(edit)): Body<EditRequest>,
 ) -> Result<Json<store::Detail>> {
-    let id = dead_letter_id(&id)?;
-    let body = json_body(&headers, body)?;
-    let edit = match (body.get("set"), body.get("body")) {
-        (Some(Value::Object(set)), None) if !set.is_empty() => Edit::Set(
-            set.iter()
-                .map(|(k, v)| (k.clone(), v.to_string()))
-                .collect(),
-        ),
-        (None, Some(b)) => Edit::Body(b.to_string().into_bytes()),
-        _ => {
-            return Err(Problem::field(
-                "set",
-                "send either {\"set\": {\"path\": value, ...}} or {\"body\": {...}}",
-            ));
-        }
-    };
     store::edit(&s.pool, id, edit, &operator(&headers))
         .await
         .map_err(problem)?;
-    show(State(s), Path(id.to_string())).await
+    show(State(s), DeadLetterId(id)).await
 }
 
 /// Replay one dead letter, once
@@ -211,11 +279,10 @@ pub(crate) async fn edit(
 )]
 pub(crate) async fn replay_one(
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    DeadLetterId(id): DeadLetterId,
     headers: HeaderMap,
     q: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<store::ReplayReport>> {
-    let id = dead_letter_id(&id)?;
     let force = match query(q)?.get("force").map(String::as_str) {
         None | Some("false") => false,
         Some("true") => true,
@@ -231,30 +298,6 @@ pub(crate) async fn replay_one(
     .await
     .map(Json)
     .map_err(problem)
-}
-
-/// A bulk selection from a JSON body: a group or `"all": true`, and filters.
-fn selection_of(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Selection> {
-    let body = json_body(headers, body)?;
-    if !body.is_object() {
-        return Err(Problem::field("(body)", "must be a JSON object"));
-    }
-    let text = |k: &str| body.get(k).and_then(Value::as_str).map(str::to_owned);
-    let filter = filter_of(text)?;
-    let all = body.get("all").and_then(Value::as_bool).unwrap_or(false);
-    if filter.group.is_none() && !all {
-        return Err(Problem::field(
-            "group",
-            "name a group, or send \"all\": true",
-        ));
-    }
-    if filter.status.is_some() {
-        return Err(Problem::field(
-            "status",
-            "bulk operations apply to stored dead letters only",
-        ));
-    }
-    Ok(Selection::Matching(filter))
 }
 
 /// Replay a group, or all stored dead letters matching filters
@@ -275,9 +318,8 @@ fn selection_of(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Res
 pub(crate) async fn replay_matching(
     State(s): State<AppState>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    Body(SelectionRequest(selection)): Body<SelectionRequest>,
 ) -> Result<Json<store::ReplayReport>> {
-    let selection = selection_of(&headers, body)?;
     store::replay(
         s.runtime()?,
         &selection,
@@ -305,14 +347,13 @@ pub(crate) async fn replay_matching(
 )]
 pub(crate) async fn discard_one(
     State(s): State<AppState>,
-    Path(id): Path<String>,
+    DeadLetterId(id): DeadLetterId,
     headers: HeaderMap,
 ) -> Result<Json<store::Detail>> {
-    let id = dead_letter_id(&id)?;
     store::discard(&s.pool, &Selection::One(id), &operator(&headers))
         .await
         .map_err(problem)?;
-    show(State(s), Path(id.to_string())).await
+    show(State(s), DeadLetterId(id)).await
 }
 
 /// Discard a group, or all stored dead letters matching filters
@@ -333,9 +374,8 @@ pub(crate) async fn discard_one(
 pub(crate) async fn discard_matching(
     State(s): State<AppState>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    Body(SelectionRequest(selection)): Body<SelectionRequest>,
 ) -> Result<Json<Value>> {
-    let selection = selection_of(&headers, body)?;
     let n = store::discard(&s.pool, &selection, &operator(&headers))
         .await
         .map_err(problem)?;
@@ -358,12 +398,9 @@ pub(crate) async fn discard_matching(
 )]
 pub(crate) async fn drain(
     State(s): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    Body(DrainRequest(queue)): Body<DrainRequest>,
 ) -> Result<Json<store::DrainReport>> {
-    let body = json_body(&headers, body)?;
-    let queue = body.get("queue").and_then(Value::as_str);
-    store::drain(s.runtime()?, queue, &mut |_| {})
+    store::drain(s.runtime()?, queue.as_deref(), &mut |_| {})
         .await
         .map(Json)
         .map_err(problem)

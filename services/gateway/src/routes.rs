@@ -3,11 +3,10 @@ use std::collections::HashMap;
 use airline_catalog::flights::{self, Cursor, NewFlight, Search};
 use airline_runtime::outbox::Cause;
 use airline_runtime::validation::is_code3;
-use axum::body::Bytes;
 use axum::extract::DefaultBodyLimit;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json, Router};
 use serde_json::{Value, json};
@@ -267,26 +266,6 @@ pub(crate) async fn openapi(Extension(doc): Extension<Document>) -> Response {
         doc.0.as_str().to_owned(),
     )
         .into_response()
-}
-
-/// Reads a JSON body, refusing other content types, oversized bodies and malformed
-/// JSON with a problem.
-pub(crate) fn json_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Value> {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let essence = content_type.split(';').next().unwrap_or("").trim();
-    if !essence.eq_ignore_ascii_case("application/json") {
-        return Err(Problem::plain(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "Unsupported media type",
-            "send the body as application/json",
-        ));
-    }
-    let body = body.map_err(|e| Problem::plain(e.status(), "Unreadable body", e.body_text()))?;
-    serde_json::from_slice(&body)
-        .map_err(|e| Problem::field("(body)", format!("is not valid JSON: {e}")))
 }
 
 pub(crate) fn query(
