@@ -9,7 +9,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json, Router};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tracing::Instrument as _;
 use uuid::Uuid;
 
@@ -104,26 +104,7 @@ pub(crate) fn router(state: AppState) -> Router {
 )]
 pub(crate) async fn healthz(State(s): State<AppState>) -> (StatusCode, Json<Value>) {
     let broker = s.runtime.as_ref().is_some_and(|rt| rt.broker.connected());
-    let database = tokio::time::timeout(
-        std::time::Duration::from_secs(2),
-        sqlx::query("SELECT 1").execute(&s.pool),
-    )
-    .await
-    .is_ok_and(|r| r.is_ok());
-    let up = |ok: bool| if ok { "up" } else { "down" };
-    let status = if broker && database {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (
-        status,
-        Json(json!({
-            "status": if status == StatusCode::OK { "ok" } else { "unavailable" },
-            "broker": up(broker),
-            "database": up(database),
-        })),
-    )
+    airline_runtime::service::health(broker, &s.pool).await
 }
 
 /// Prometheus metrics (text exposition format)

@@ -240,10 +240,15 @@ async fn metrics(
 }
 
 async fn healthz(State(rt): State<Runtime>) -> (StatusCode, axum::Json<serde_json::Value>) {
-    let broker = rt.broker.connected();
+    health(rt.broker.connected(), &rt.pool).await
+}
+
+/// The `/healthz` answer: 200 when the broker connection is up and the database
+/// answers within 2 s, 503 otherwise, with each part's state.
+pub async fn health(broker: bool, pool: &PgPool) -> (StatusCode, axum::Json<serde_json::Value>) {
     let database = tokio::time::timeout(
         Duration::from_secs(2),
-        sqlx::query("SELECT 1").execute(&rt.pool),
+        sqlx::query("SELECT 1").execute(pool),
     )
     .await
     .is_ok_and(|r| r.is_ok());
