@@ -87,14 +87,6 @@ impl Runtime {
         &self.services
     }
 
-    /// The database schemas of this process's services, and the messaging schema.
-    #[must_use]
-    pub fn schemas(&self) -> Vec<&'static str> {
-        std::iter::once("messaging")
-            .chain(self.services.iter().map(|s| s.name))
-            .collect()
-    }
-
     /// Closes the broker connection and the pool.
     pub async fn close(&self) {
         self.watchdog.cancel();
