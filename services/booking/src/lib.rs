@@ -158,12 +158,20 @@ impl Handler for StartSaga {
         };
         let decision = saga::start();
         let now = OffsetDateTime::now_utc();
+        let trigger = Trigger::of(msg);
+        // The saga and its first history row in one statement.
         let inserted = sqlx::query(
-            "INSERT INTO booking.bookings
-                 (id, customer_id, outbound_flight_id, payment_token, state, version, created_at,
-                  deadline_at, request_id)
-             VALUES ($1, $2, $3, $4, $5, 1, $6, $7, $8)
-             ON CONFLICT (id) DO NOTHING",
+            "WITH started AS (
+                 INSERT INTO booking.bookings
+                     (id, customer_id, outbound_flight_id, payment_token, state, version, created_at,
+                      deadline_at, request_id)
+                 VALUES ($1, $2, $3, $4, $5, 1, $6, $7, $8)
+                 ON CONFLICT (id) DO NOTHING
+                 RETURNING id)
+             INSERT INTO booking.saga_history
+                 (booking_id, version, from_state, to_state, trigger_type, trigger_message_id,
+                  step_attempts, note)
+             SELECT id, 1, NULL, $5, $9, $10, $11, $12 FROM started",
         )
         .bind(req.booking_id)
         .bind(&req.customer_id)
@@ -173,6 +181,10 @@ impl Handler for StartSaga {
         .bind(req.requested_at)
         .bind(self.deadlines.of_state(decision.next, now))
         .bind(msg.request_id.as_deref())
+        .bind(&trigger.kind)
+        .bind(&trigger.message_id)
+        .bind(trigger.step_attempts())
+        .bind(history_note(&decision, &trigger))
         .execute(&mut *tx)
         .await?
         .rows_affected()
@@ -181,8 +193,6 @@ impl Handler for StartSaga {
             tracing::info!("booking already requested; nothing to do");
             return Ok(Vec::new());
         }
-        let trigger = Trigger::of(msg);
-        record(tx, req.booking_id, 1, None, &decision, &trigger).await?;
         Ok(vec![Message::ReserveSeat(ReserveSeat {
             booking_id: req.booking_id,
             flight_id: req.outbound_flight_id,
@@ -257,6 +267,11 @@ struct Trigger {
 }
 
 impl Trigger {
+    /// The attempts, as the history's `step_attempts` column.
+    fn step_attempts(&self) -> i32 {
+        i32::try_from(self.attempts).unwrap_or(i32::MAX)
+    }
+
     fn of(msg: &Incoming) -> Self {
         let attempts = match &msg.message {
             Message::PaymentCollected(m) => m.attempts,
@@ -357,19 +372,26 @@ async fn apply(
     saga.version += 1;
     let now = OffsetDateTime::now_utc();
     let reference = if decision.commands.contains(&Command::PublishConfirmed) {
-        Some(new_reference(tx).await?)
+        Some(new_reference())
     } else {
         None
     };
+    // The saga's new state and its history row in one statement.
     sqlx::query(
-        "UPDATE booking.bookings
-            SET state = $2, version = $3, failure_reason = $4, ticket_price = $5,
-                ticket_currency = $6, charge_id = COALESCE($7, charge_id),
-                booking_reference = COALESCE($8, booking_reference),
-                payment_token = CASE WHEN $9 THEN NULL ELSE payment_token END,
-                deadline_at = CASE WHEN $11 THEN $12 ELSE deadline_at END,
-                updated_at = $10
-          WHERE id = $1",
+        "WITH moved AS (
+             UPDATE booking.bookings
+                SET state = $2, version = $3, failure_reason = $4, ticket_price = $5,
+                    ticket_currency = $6, charge_id = COALESCE($7, charge_id),
+                    booking_reference = COALESCE($8, booking_reference),
+                    payment_token = CASE WHEN $9 THEN NULL ELSE payment_token END,
+                    deadline_at = CASE WHEN $11 THEN $12 ELSE deadline_at END,
+                    updated_at = $10
+              WHERE id = $1
+          RETURNING id)
+         INSERT INTO booking.saga_history
+             (booking_id, version, from_state, to_state, trigger_type, trigger_message_id,
+              step_attempts, note)
+         SELECT id, $3, $13, $2, $14, $15, $16, $17 FROM moved",
     )
     .bind(saga.id)
     .bind(saga.state.as_str())
@@ -391,9 +413,13 @@ async fn apply(
     } else {
         deadlines.of_state(saga.state, now)
     })
+    .bind(from.as_str())
+    .bind(&trigger.kind)
+    .bind(&trigger.message_id)
+    .bind(trigger.step_attempts())
+    .bind(history_note(decision, trigger))
     .execute(&mut *tx)
     .await?;
-    record(tx, saga.id, saga.version, Some(from), decision, trigger).await?;
     tracing::info!(from = %from, to = %saga.state, "saga moved");
     if saga.state.is_terminal() && !from.is_terminal() {
         airline_runtime::metrics::METRICS
@@ -681,35 +707,13 @@ fn command_message(
     })
 }
 
-async fn record(
-    tx: &mut PgConnection,
-    booking_id: Uuid,
-    version: i32,
-    from: Option<State>,
-    decision: &Decision,
-    trigger: &Trigger,
-) -> sqlx::Result<()> {
-    let note = match (decision.failure, trigger.attempts) {
+/// The note of a history row: the decision's, with the failure or the attempts.
+fn history_note(decision: &Decision, trigger: &Trigger) -> String {
+    match (decision.failure, trigger.attempts) {
         (Some(f), _) => format!("{} [{f}]", decision.note),
         (None, n) if n > 1 => format!("{} (after {n} attempts)", decision.note),
         _ => decision.note.to_owned(),
-    };
-    sqlx::query(
-        "INSERT INTO booking.saga_history
-             (booking_id, version, from_state, to_state, trigger_type, trigger_message_id, step_attempts, note)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-    )
-    .bind(booking_id)
-    .bind(version)
-    .bind(from.map(State::as_str))
-    .bind(decision.next.as_str())
-    .bind(&trigger.kind)
-    .bind(&trigger.message_id)
-    .bind(i32::try_from(trigger.attempts).unwrap_or(i32::MAX))
-    .bind(note)
-    .execute(tx)
-    .await?;
-    Ok(())
+    }
 }
 
 /// The booking reference alphabet: URL-safe, without look-alikes (0/O, 1/I).
@@ -723,20 +727,12 @@ pub fn reference_from(random: u32) -> String {
         .collect()
 }
 
-async fn new_reference(tx: &mut PgConnection) -> sqlx::Result<String> {
-    loop {
-        let bytes = Uuid::new_v4().into_bytes();
-        let candidate =
-            reference_from(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]));
-        let taken = sqlx::query("SELECT 1 FROM booking.bookings WHERE booking_reference = $1")
-            .bind(&candidate)
-            .fetch_optional(&mut *tx)
-            .await?
-            .is_some();
-        if !taken {
-            return Ok(candidate);
-        }
-    }
+/// A new booking reference. Not looked up first: the unique index refuses the
+/// rare one already taken (30 random bits), the transaction fails, and the reply is
+/// retried with a new one.
+fn new_reference() -> String {
+    let bytes = Uuid::new_v4().into_bytes();
+    reference_from(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
 }
 
 #[cfg(test)]

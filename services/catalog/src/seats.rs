@@ -34,6 +34,19 @@ impl Handler for ReserveSeatHandler {
         };
         reserve(tx, cmd, self.fail).await
     }
+
+    /// The flight's row is the hot one: batches take flights in one order.
+    fn lock_key(&self, msg: &Incoming) -> String {
+        flight_key(msg)
+    }
+}
+
+fn flight_key(msg: &Incoming) -> String {
+    match &msg.message {
+        Message::ReserveSeat(cmd) => cmd.flight_id.to_string(),
+        Message::ReleaseSeat(cmd) => cmd.flight_id.to_string(),
+        other => other.booking_id().to_string(),
+    }
 }
 
 async fn reserve(
@@ -196,6 +209,10 @@ impl Handler for ReleaseSeatHandler {
             )));
         }
         Ok(vec![release(tx, cmd).await?])
+    }
+
+    fn lock_key(&self, msg: &Incoming) -> String {
+        flight_key(msg)
     }
 }
 

@@ -151,12 +151,6 @@ pub(crate) async fn create_booking(
         payment_token,
     } = new;
     let idempotency_key = idempotency_key(&headers)?;
-    if flights::get(&s.pool, flight_id).await?.is_none() {
-        return Err(Problem::unprocessable(
-            "outboundFlightId",
-            format!("no flight {flight_id}"),
-        ));
-    }
     let booking_id = Uuid::now_v7();
     let requested_at = OffsetDateTime::now_utc();
     let mut tx = s.pool.begin().await?;
@@ -181,9 +175,10 @@ pub(crate) async fn create_booking(
         payment_token,
         requested_at,
     });
-    sqlx::query(
+    // The flight is checked by the insert itself: no row, no request.
+    let inserted = sqlx::query(
         "INSERT INTO gateway.booking_requests (id, customer_id, outbound_flight_id, created_at, api_key_id)
-         VALUES ($1, $2, $3, $4, $5)",
+         SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM catalog.flights WHERE id = $3)",
     )
     .bind(booking_id)
     .bind(&customer_id)
@@ -191,7 +186,15 @@ pub(crate) async fn create_booking(
     .bind(requested_at)
     .bind(caller.key_id)
     .execute(&mut *tx)
-    .await?;
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        tx.rollback().await?;
+        return Err(Problem::unprocessable(
+            "outboundFlightId",
+            format!("no flight {flight_id}"),
+        ));
+    }
     let pending =
         outbox::enqueue(&mut tx, crate::SERVICE.name, &request_id.cause(), &message).await?;
     tx.commit().await?;

@@ -193,6 +193,12 @@ impl Handler for DeliverWebhooks {
         self.deliver(tx, delivery).instrument(span).await?;
         Ok(Vec::new())
     }
+
+    /// Each delivery is an HTTP request to a receiver: never several in one
+    /// transaction.
+    fn batches(&self) -> bool {
+        false
+    }
 }
 
 impl DeliverWebhooks {

@@ -84,6 +84,11 @@ impl Handler for Payments {
             )),
         }
     }
+
+    /// Each collect and refund calls the provider: never several in one transaction.
+    fn batches(&self) -> bool {
+        false
+    }
 }
 
 impl Payments {

@@ -125,6 +125,9 @@ pub struct BrokerConfig {
     /// `AIRLINE_PREFETCH`: unacknowledged deliveries per consumer, and so the
     /// number of messages a consumer handles at once.
     pub prefetch: u16,
+    /// `AIRLINE_DELIVERY_BATCH`: the most ready deliveries of one queue handled in
+    /// one transaction (1: each in its own).
+    pub delivery_batch: u16,
 }
 
 /// The database section.
@@ -233,11 +236,13 @@ impl std::fmt::Debug for BrokerConfig {
             url,
             prefix,
             prefetch,
+            delivery_batch,
         } = self;
         f.debug_struct("BrokerConfig")
             .field("url", &redact_url(url))
             .field("prefix", prefix)
             .field("prefetch", prefetch)
+            .field("delivery_batch", delivery_batch)
             .finish()
     }
 }
@@ -269,6 +274,7 @@ impl Default for Config {
                 url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
                 prefix: DEFAULT_PREFIX.into(),
                 prefetch: 32,
+                delivery_batch: 16,
             },
             database: DatabaseConfig {
                 url: "postgres://postgres@127.0.0.1:5432/airline".into(),

@@ -15,7 +15,7 @@ use airline_contracts::topology::DEAD_LETTER_EXCHANGE;
 use airline_contracts::{Message, Names, QueueSpec};
 use anyhow::Context as _;
 use async_trait::async_trait;
-use futures_util::StreamExt as _;
+use futures_util::{FutureExt as _, StreamExt as _};
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
@@ -28,7 +28,9 @@ use crate::broker::{Envelope, Publisher};
 use crate::outbox::{self, Cause, Dispatcher, Pending};
 use crate::retry::{self, RetryPolicy};
 
+mod batch;
 mod decision;
+pub use batch::process_batch;
 pub use decision::{Failure, Settlement, decide, decide_undecodable};
 
 /// The largest body a consumer will try to decode; larger ones are dead-lettered.
@@ -117,6 +119,19 @@ pub trait Handler: Send + Sync + 'static {
         tx: &mut PgConnection,
         msg: &Incoming,
     ) -> Result<Vec<Message>, HandlerError>;
+
+    /// Whether several ready deliveries may share one transaction (see
+    /// [`batch`](mod@batch)). A handler that waits on another system (a payment
+    /// provider, a webhook receiver) says no: each of its deliveries runs on its own.
+    fn batches(&self) -> bool {
+        true
+    }
+
+    /// The key of the row this handler locks first for `msg`: a batch is handled in
+    /// this order, so that two batches never lock the same rows in opposite orders.
+    fn lock_key(&self, msg: &Incoming) -> String {
+        msg.message.booking_id().to_string()
+    }
 }
 
 /// What became of a delivery.
@@ -140,6 +155,24 @@ pub async fn process(
     msg: &Incoming,
 ) -> Result<Outcome, HandlerError> {
     let mut tx = pool.begin().await?;
+    let outcome = process_in(&mut tx, consumer, producer, handler, msg).await?;
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+/// The inbox row, the handler and the outbox rows of `msg`, inside the caller's
+/// transaction (which the caller commits, a duplicate's too: it bumped a counter).
+///
+/// # Errors
+/// [`HandlerError`] from the handler or the database; the caller must roll back
+/// (to a savepoint, in a batch).
+pub async fn process_in(
+    tx: &mut PgConnection,
+    consumer: &str,
+    producer: &str,
+    handler: &dyn Handler,
+    msg: &Incoming,
+) -> Result<Outcome, HandlerError> {
     // `xmax = 0` tells an inserted row from an updated one: a duplicate only bumps
     // the counter, so operators (and tests) can see duplicates being absorbed.
     let fresh: bool = sqlx::query_scalar(
@@ -152,16 +185,14 @@ pub async fn process(
     .fetch_one(&mut *tx)
     .await?;
     if !fresh {
-        tx.commit().await?;
         return Ok(Outcome::Duplicate);
     }
-    let out = handler.handle(&mut tx, msg).await?;
+    let out = handler.handle(tx, msg).await?;
     let cause = msg.cause();
     let mut pending = Vec::with_capacity(out.len());
     for m in &out {
-        pending.push(outbox::enqueue(&mut tx, producer, &cause, m).await?);
+        pending.push(outbox::enqueue(tx, producer, &cause, m).await?);
     }
-    tx.commit().await?;
     Ok(Outcome::Handled(pending))
 }
 
@@ -232,7 +263,13 @@ pub async fn run_consumer(
     let queue_name = ctx.names.resolve(queue.name);
     let dead_letters = Publisher::open(&ctx.broker).await?;
     let tracker = TaskTracker::new();
+    let batch = if handler.batches() {
+        usize::from(ctx.config.broker.delivery_batch.min(ctx.prefetch).max(1))
+    } else {
+        1
+    };
     let worker = Arc::new(QueueWorker {
+        batch,
         retry: ctx.config.retry_for(queue.name),
         consumer_key: format!("{}:{}", ctx.service, queue.name),
         queue_name: queue_name.clone(),
@@ -259,8 +296,13 @@ pub async fn run_consumer(
         let generation = ctx.broker.generation();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut down_since: Option<tokio::time::Instant> = None;
+        // A stream event met while filling a batch, handled next.
+        let mut carried = None;
         loop {
-            let next = tokio::select! {
+            let next = if let Some(next) = carried.take() {
+                next
+            } else {
+                tokio::select! {
                 () = shutdown.cancelled() => break,
                 next = deliveries.next() => next,
                 _ = tick.tick() => {
@@ -279,11 +321,30 @@ pub async fn run_consumer(
                     }
                     continue;
                 }
+                }
             };
             match next {
                 Some(Ok(delivery)) => {
+                    // Whatever else the channel has already received joins it, up
+                    // to the batch size; nothing waits for more.
+                    let mut batch = vec![delivery];
+                    while batch.len() < worker.batch {
+                        match deliveries.next().now_or_never() {
+                            Some(Some(Ok(more))) => batch.push(more),
+                            Some(other) => {
+                                carried = Some(other);
+                                break;
+                            }
+                            None => break,
+                        }
+                    }
                     let worker = Arc::clone(&worker);
-                    tracker.spawn(async move { worker.on_delivery(delivery).await });
+                    if batch.len() == 1 {
+                        let delivery = batch.pop().expect("one delivery");
+                        tracker.spawn(async move { worker.on_delivery(delivery).await });
+                    } else {
+                        tracker.spawn(async move { worker.on_batch(batch).await });
+                    }
                 }
                 Some(Err(e)) => {
                     tracing::warn!(queue = %queue_name, error = %e, "consumer interrupted; waiting for the connection to recover");
@@ -454,41 +515,47 @@ struct QueueWorker {
     dead_letters: Publisher,
     shutdown: CancellationToken,
     retry: RetryPolicy,
+    /// The most deliveries handled in one transaction (1: each on its own).
+    batch: usize,
 }
 
 impl QueueWorker {
     async fn on_delivery(&self, delivery: Delivery) {
-        let incoming = match decode(self.queue, &delivery) {
-            Ok(incoming) => incoming,
-            Err(failure) => {
-                let kind = failure.kind.clone();
-                match decide_undecodable(failure, self.queue.watches_dead_letters) {
-                    Settlement::DeadLetter(failure) => {
-                        crate::metrics::METRICS.delivery(self.queue.name, "unknown", "undecodable");
-                        tracing::warn!(
-                            queue = %self.queue_name,
-                            kind = %failure.kind,
-                            error = %failure.text,
-                            "dead-lettering an undecodable message"
-                        );
-                        self.dead_letter(&delivery, &failure).await;
-                    }
-                    _ => {
-                        // A copy of a dead letter that is no valid step of a saga: the
-                        // original is in its own DLQ with the reason; nothing to hold.
-                        crate::metrics::METRICS.delivery(self.queue.name, "unknown", "ignored");
-                        tracing::info!(
-                            queue = %self.queue_name,
-                            kind = %kind,
-                            "a dead-lettered copy that is no saga step; ignored"
-                        );
-                        ack(&delivery).await;
-                    }
-                }
-                return;
+        match decode(self.queue, &delivery) {
+            Ok(incoming) => self.on_decoded(&delivery, incoming).await,
+            Err(failure) => self.on_undecodable(&delivery, failure).await,
+        }
+    }
+
+    async fn on_undecodable(&self, delivery: &Delivery, failure: Failure) {
+        let kind = failure.kind.clone();
+        match decide_undecodable(failure, self.queue.watches_dead_letters) {
+            Settlement::DeadLetter(failure) => {
+                crate::metrics::METRICS.delivery(self.queue.name, "unknown", "undecodable");
+                tracing::warn!(
+                    queue = %self.queue_name,
+                    kind = %failure.kind,
+                    error = %failure.text,
+                    "dead-lettering an undecodable message"
+                );
+                self.dead_letter(delivery, &failure).await;
             }
-        };
-        let span = tracing::info_span!(
+            _ => {
+                // A copy of a dead letter that is no valid step of a saga: the
+                // original is in its own DLQ with the reason; nothing to hold.
+                crate::metrics::METRICS.delivery(self.queue.name, "unknown", "ignored");
+                tracing::info!(
+                    queue = %self.queue_name,
+                    kind = %kind,
+                    "a dead-lettered copy that is no saga step; ignored"
+                );
+                ack(delivery).await;
+            }
+        }
+    }
+
+    fn span(&self, incoming: &Incoming) -> tracing::Span {
+        tracing::info_span!(
             "handle",
             messaging.system = "rabbitmq",
             messaging.destination.name = %self.queue_name,
@@ -497,7 +564,10 @@ impl QueueWorker {
             booking_id = %incoming.message.booking_id(),
             request_id = incoming.request_id.as_deref().unwrap_or("-"),
             attempt = incoming.attempt,
-        );
+        )
+    }
+
+    async fn on_decoded(&self, delivery: &Delivery, incoming: Incoming) {
         async {
             let started = std::time::Instant::now();
             let result = self.process_patiently(&incoming).await;
@@ -505,11 +575,17 @@ impl QueueWorker {
                 .handler_seconds
                 .with_label_values(&[self.queue.name])
                 .observe(started.elapsed().as_secs_f64());
-            let outcome = self.settle(&delivery, &incoming, result).await;
+            let settlement = decide(
+                result,
+                incoming.attempt,
+                incoming.message.booking_id().to_string(),
+                &self.retry,
+            );
+            let outcome = self.settle(delivery, settlement).await;
             let message_type = incoming.message.message_type().to_string();
             crate::metrics::METRICS.delivery(self.queue.name, &message_type, outcome);
         }
-        .instrument(span)
+        .instrument(self.span(&incoming))
         .await;
     }
 
@@ -547,20 +623,9 @@ impl QueueWorker {
         }
     }
 
-    /// Acks, retries later or dead-letters the delivery as [`decide`] says;
+    /// Acks, retries later or dead-letters the delivery as [`decide`] said;
     /// returns what became of it, for the metrics.
-    async fn settle(
-        &self,
-        delivery: &Delivery,
-        incoming: &Incoming,
-        result: Result<Outcome, HandlerError>,
-    ) -> &'static str {
-        let settlement = decide(
-            result,
-            incoming.attempt,
-            incoming.message.booking_id().to_string(),
-            &self.retry,
-        );
+    async fn settle(&self, delivery: &Delivery, settlement: Settlement) -> &'static str {
         let label = settlement.label();
         match settlement {
             Settlement::Ack { publish } => {

@@ -65,7 +65,7 @@ pub fn http_client() -> reqwest::ClientBuilder {
 pub fn install_tls() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
-pub use consumer::{Handler, HandlerError, Incoming, Outcome};
+pub use consumer::{Handler, HandlerError, Incoming, Outcome, process_batch};
 pub use descriptor::{Consumer, Gauge, Service};
 pub use service::Runtime;
 

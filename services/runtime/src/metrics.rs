@@ -21,6 +21,8 @@ pub struct Metrics {
     pub deliveries: IntCounterVec,
     /// Handler time (transaction included) by queue.
     pub handler_seconds: HistogramVec,
+    /// Deliveries handled in one transaction, by queue (batches of two or more).
+    pub delivery_batch: HistogramVec,
     /// Bookings from request to terminal state, by outcome.
     pub booking_seconds: HistogramVec,
     /// HTTP requests by route, method and status.
@@ -69,6 +71,18 @@ fn build() -> prometheus::Result<Metrics> {
             "Handler time, transaction included.",
             &["queue"],
         )?,
+        delivery_batch: {
+            let h = HistogramVec::new(
+                HistogramOpts::new(
+                    "delivery_batch_size",
+                    "Deliveries handled in one transaction (batches of two or more).",
+                )
+                .buckets(vec![2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
+                &["queue"],
+            )?;
+            registry.register(Box::new(h.clone()))?;
+            h
+        },
         booking_seconds: histogram(
             "booking_duration_seconds",
             "Bookings from request to their terminal state.",
@@ -143,6 +157,7 @@ impl Metrics {
     pub fn touch_all(&self) {
         self.delivery("q", "t", "handled");
         self.handler_seconds.with_label_values(&["q"]).observe(0.1);
+        self.delivery_batch.with_label_values(&["q"]).observe(2.0);
         self.booking_seconds
             .with_label_values(&["CONFIRMED"])
             .observe(0.1);

@@ -86,6 +86,15 @@ pub const VARIABLES: &[Variable] = &[
         }),
     },
     Variable {
+        name: "AIRLINE_DELIVERY_BATCH",
+        default: "`16`",
+        meaning: "ready deliveries of one queue handled in one transaction, a savepoint each (1: one per transaction; at most the prefetch)",
+        set: Some(|c, v| {
+            c.broker.delivery_batch = at_least_one(v, "expected 1 to 65535")?;
+            Ok(())
+        }),
+    },
+    Variable {
         name: "AIRLINE_DB_POOL",
         default: "`20`",
         meaning: "database connections per process",
