@@ -188,6 +188,7 @@ pub const HOPS: usize = 5;
 /// the next with confirm → ack, [`HOPS`] times, then an outcome on the tool's queue.
 #[derive(Debug)]
 pub struct Baseline {
+    connection: Arc<Connection>,
     channel: Channel,
     names: Names,
     consumers: Vec<Channel>,
@@ -226,6 +227,7 @@ impl Baseline {
         ));
         let channel = confirm_channel(connection).await?;
         let mut this = Self {
+            connection: Arc::clone(connection),
             channel,
             names,
             consumers: Vec::new(),
@@ -313,11 +315,30 @@ impl Baseline {
         for c in &self.consumers {
             let _ = c.close(200, "baseline done".into()).await;
         }
+        // A failed delete closes its channel: each queue gets a few tries, each on
+        // a channel of its own, and one that still stands is named.
         for k in 0..HOPS {
-            let _ = self
-                .channel
-                .queue_delete(self.hop(k).into(), QueueDeleteOptions::default())
-                .await;
+            let queue = self.hop(k);
+            let mut deleted = false;
+            for _ in 0..3 {
+                let Ok(channel) = self.connection.create_channel().await else {
+                    continue;
+                };
+                deleted = channel
+                    .queue_delete(queue.clone().into(), QueueDeleteOptions::default())
+                    .await
+                    .is_ok();
+                let _ = channel.close(200, "baseline done".into()).await;
+                if deleted {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            if !deleted {
+                eprintln!(
+                    "airline-load: could not delete the baseline queue {queue}; delete it by hand"
+                );
+            }
         }
         let _ = self
             .channel
