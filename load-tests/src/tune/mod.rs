@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::{Args, FromArgMatches as _};
 use futures_util::FutureExt as _;
-use serde_json::json;
+use serde::Serialize;
 use sqlx::Connection as _;
 use tokio::process::{Child, Command};
 use tokio::signal::unix::{SignalKind, signal};
@@ -193,7 +193,7 @@ pub async fn run(a: TuneArgs) -> anyhow::Result<u64> {
     let picks = verdict::pick(&outcomes);
     let document = write_report(&dir, &a, &outcomes, &picks, interrupted)?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&document)?);
+        println!("{document}");
     } else {
         print!("{}", verdict::text_table(&outcomes, &picks));
     }
@@ -212,6 +212,30 @@ pub async fn run(a: TuneArgs) -> anyhow::Result<u64> {
         .sum())
 }
 
+/// The JSON of a sweep (tune.json, and `--json`).
+#[derive(Serialize)]
+struct Document<'a> {
+    mode: &'static str,
+    offered_rate: f64,
+    duration_s: f64,
+    warmup_s: f64,
+    /// `one at a time` or `grid`.
+    plan: &'static str,
+    /// Stopped by Ctrl-C or SIGTERM before every setting ran.
+    interrupted: bool,
+    results: &'a [Outcome],
+    /// The labels of the chosen settings.
+    best: Best,
+    machine: Machine,
+}
+
+#[derive(Serialize)]
+struct Best {
+    throughput: Option<String>,
+    latency: Option<String>,
+    balanced: Option<String>,
+}
+
 /// Writes tune.json, tune.md, tune.svg and index.html into `dir`; returns the JSON.
 fn write_report(
     dir: &Path,
@@ -219,26 +243,26 @@ fn write_report(
     outcomes: &[Outcome],
     picks: &Picks,
     interrupted: bool,
-) -> anyhow::Result<serde_json::Value> {
+) -> anyhow::Result<String> {
     let label = |p: Option<usize>| {
         p.and_then(|i| outcomes.get(i))
             .map(|o| o.setting.label.clone())
     };
-    let document = json!({
-        "mode": "amqp",
-        "offered_rate": a.rate,
-        "duration_s": a.duration.as_secs_f64(),
-        "warmup_s": a.warmup.as_secs_f64(),
-        "plan": if a.grid { "grid" } else { "one at a time" },
-        "interrupted": interrupted,
-        "results": outcomes,
-        "best": {
-            "throughput": label(picks.throughput),
-            "latency": label(picks.latency),
-            "balanced": label(picks.balanced),
+    let document = serde_json::to_string_pretty(&Document {
+        mode: "amqp",
+        offered_rate: a.rate,
+        duration_s: a.duration.as_secs_f64(),
+        warmup_s: a.warmup.as_secs_f64(),
+        plan: if a.grid { "grid" } else { "one at a time" },
+        interrupted,
+        results: outcomes,
+        best: Best {
+            throughput: label(picks.throughput),
+            latency: label(picks.latency),
+            balanced: label(picks.balanced),
         },
-        "machine": Machine::read(),
-    });
+        machine: Machine::read(),
+    })?;
     let title = format!(
         "airline-load tune: amqp at {}/s, {:.0} s per setting",
         a.rate,
@@ -246,10 +270,7 @@ fn write_report(
     );
     let svg = chart::render(&title, a.rate, outcomes, picks);
     let md = verdict::markdown_table(outcomes, picks, a.rate);
-    std::fs::write(
-        dir.join("tune.json"),
-        serde_json::to_string_pretty(&document)?,
-    )?;
+    std::fs::write(dir.join("tune.json"), &document)?;
     std::fs::write(dir.join("tune.md"), &md)?;
     std::fs::write(dir.join("tune.svg"), &svg)?;
     let text = verdict::text_table(outcomes, picks)

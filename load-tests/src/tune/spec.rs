@@ -104,7 +104,18 @@ pub struct Setting {
     pub env: BTreeMap<String, String>,
     /// Every swept variable's value in this setting, by short name, in sweep
     /// order; `default` where the default is not known.
+    #[serde(serialize_with = "in_order")]
     pub values: Vec<(String, String)>,
+}
+
+/// The values as one JSON object, in sweep order.
+fn in_order<S: serde::Serializer>(values: &[(String, String)], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap as _;
+    let mut map = s.serialize_map(Some(values.len()))?;
+    for (k, v) in values {
+        map.serialize_entry(k, v)?;
+    }
+    map.end()
 }
 
 /// The settings a sweep runs, `defaults` first. One at a time (`grid` false):
@@ -292,6 +303,11 @@ mod tests {
         assert_eq!(plan[3].env.len(), 1);
         assert_eq!(plan[3].env["AIRLINE_DB_POOL"], "5");
         assert_eq!(plan[3].values[0], ("prefetch".into(), "32".into()));
+        let json = serde_json::to_string(&plan[3]).unwrap();
+        assert!(
+            json.contains(r#""values":{"prefetch":"32","db-pool":"5"}"#),
+            "{json}"
+        );
     }
 
     #[test]
