@@ -156,9 +156,18 @@ pub async fn run(a: TuneArgs) -> anyhow::Result<u64> {
     let mut interrupted = false;
     for (i, setting) in settings.iter().enumerate() {
         let port = a.port + u16::try_from(i).unwrap_or(0);
-        eprintln!("tune: [{}/{}] {}", i + 1, settings.len(), setting.label);
         let mut system = match System::start(&a, &bin_dir, setting, port, &logs) {
-            Ok(s) => s,
+            Ok(s) => {
+                eprintln!(
+                    "tune: [{}/{}] {} (database {}, prefix {}, port {port})",
+                    i + 1,
+                    settings.len(),
+                    setting.label,
+                    s.database,
+                    s.prefix
+                );
+                s
+            }
             Err(e) => {
                 eprintln!("tune: {}: {e:#}", setting.label);
                 outcomes.push(Outcome::failed(setting.clone(), format!("{e:#}")));
