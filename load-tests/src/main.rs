@@ -8,6 +8,7 @@ mod report;
 mod run;
 mod stats;
 mod targets;
+mod tune;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -56,6 +57,10 @@ enum Mode {
     /// each bad one is dead-lettered with its reason. Exits 1 if one is not, or a
     /// good booking is lost.
     Hostile(HostileArgs),
+    /// Run amqp load at one offered rate across worker settings (prefetch, pool,
+    /// batch sizes), each on a fresh `airline up --no-seed`; chart throughput and
+    /// p99 per setting and name the best for throughput, latency and balance.
+    Tune(tune::TuneArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -241,6 +246,7 @@ fn main() -> ExitCode {
         Mode::Sweep(s) => validate(&s.run),
         Mode::Chaos(c) => validate_chaos(c),
         Mode::Hostile(h) => validate(&h.run),
+        Mode::Tune(t) => tune::validate(t),
     };
     if let Err(e) = checked {
         eprintln!("airline-load: {e}");
@@ -280,6 +286,7 @@ async fn dispatch(mode: Mode) -> anyhow::Result<u64> {
         Mode::Sweep(s) => sweep(s).await,
         Mode::Chaos(c) => chaos_run(c).await,
         Mode::Hostile(h) => hostile_run(h).await,
+        Mode::Tune(t) => tune::run(t).await,
     }
 }
 

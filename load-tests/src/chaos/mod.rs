@@ -97,7 +97,7 @@ const DEADLINES: &[(&str, &str)] = &[
 const SLOW_PAYMENT_LATENCY: &str = "11s";
 const SLOW_PAYMENT_FOR: Duration = Duration::from_secs(14);
 
-fn server_of(database_url: &str) -> String {
+pub(crate) fn server_of(database_url: &str) -> String {
     let without_query = database_url.split('?').next().unwrap_or(database_url);
     match without_query.rsplit_once('/') {
         Some((server, _)) if server.contains("://") && !server.ends_with('/') => server.to_owned(),
