@@ -102,6 +102,7 @@ fn request(mix: &Mix, i: u64) -> anyhow::Result<Message> {
         customer_id: format!("load-{}", i % 1000),
         payment_token: PaymentToken::parse(mix.token(i)).map_err(|e| anyhow::anyhow!("{e}"))?,
         requested_at: OffsetDateTime::now_utc(),
+        api_key_id: None,
     }))
 }
 

@@ -161,8 +161,8 @@ impl Handler for StartSaga {
         let inserted = sqlx::query(
             "INSERT INTO booking.bookings
                  (id, customer_id, outbound_flight_id, payment_token, state, version, created_at,
-                  deadline_at, request_id)
-             VALUES ($1, $2, $3, $4, $5, 1, $6, $7, $8)
+                  deadline_at, request_id, api_key_id)
+             VALUES ($1, $2, $3, $4, $5, 1, $6, $7, $8, $9)
              ON CONFLICT (id) DO NOTHING",
         )
         .bind(req.booking_id)
@@ -173,6 +173,7 @@ impl Handler for StartSaga {
         .bind(req.requested_at)
         .bind(self.deadlines.of_state(decision.next, now))
         .bind(msg.request_id.as_deref())
+        .bind(req.api_key_id)
         .execute(&mut *tx)
         .await?
         .rows_affected()
