@@ -167,9 +167,14 @@ pub fn period(retention: Duration) -> Duration {
     (retention / 10).clamp(Duration::from_secs(5), Duration::from_secs(60))
 }
 
-/// Prunes the inbox every [`period`] until `shutdown` (every worker runs this
-/// beside the vacuum loop; one process per database does each round).
+/// Prunes the inbox every [`period`] until `shutdown`. Every worker runs this
+/// beside the vacuum loop: in one process (`airline up` runs five workers) only the
+/// first loop per database works and the others return at once; between processes
+/// the advisory lock of [`inbox_round`] keeps rounds from overlapping.
 pub async fn prune_inbox_every(pool: PgPool, retention: Duration, shutdown: CancellationToken) {
+    let Some(_claim) = Claim::take(&pool) else {
+        return;
+    };
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -184,6 +189,41 @@ pub async fn prune_inbox_every(pool: PgPool, retention: Duration, shutdown: Canc
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "could not prune messaging.inbox; will try again"),
         }
+    }
+}
+
+/// The databases this process prunes the inbox of, each by one loop.
+static PRUNING: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// This process's one inbox loop for a database; released when dropped.
+struct Claim(String);
+
+impl Claim {
+    fn take(pool: &PgPool) -> Option<Self> {
+        let options = pool.connect_options();
+        let database = format!(
+            "{}:{}/{}",
+            options.get_host(),
+            options.get_port(),
+            options.get_database().unwrap_or_default()
+        );
+        let mut pruning = PRUNING
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if pruning.contains(&database) {
+            return None;
+        }
+        pruning.push(database.clone());
+        Some(Self(database))
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let mut pruning = PRUNING
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        pruning.retain(|d| *d != self.0);
     }
 }
 
@@ -205,6 +245,20 @@ mod tests {
         assert!(needs_vacuum(20_000, 100_000));
         assert!(!needs_vacuum(20_000, 1_000_000));
         assert!(needs_vacuum(200_000, 1_000_000));
+    }
+
+    #[tokio::test]
+    async fn one_loop_per_database_in_a_process() {
+        let pool = |db: &str| {
+            PgPool::connect_lazy(&format!("postgres://postgres@127.0.0.1:5432/{db}"))
+                .expect("a lazy pool")
+        };
+        let first = Claim::take(&pool("a")).expect("the first loop works");
+        assert!(Claim::take(&pool("a")).is_none(), "a second one returns");
+        let other = Claim::take(&pool("b"));
+        assert!(other.is_some(), "another database has its own");
+        drop(first);
+        assert!(Claim::take(&pool("a")).is_some(), "released when it stops");
     }
 
     #[test]
