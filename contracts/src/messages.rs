@@ -260,6 +260,11 @@ pub struct BookingRequested {
     #[serde(with = "time::serde::rfc3339")]
     #[schemars(with = "String", extend("format" = "date-time"))]
     pub requested_at: OffsetDateTime,
+    /// The id (not the key) of the API key the gateway accepted the request under:
+    /// the booking's owner, who may cancel it and whose webhooks hear about it.
+    /// Absent when another system published the request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_id: Option<Uuid>,
 }
 
 /// `flight.reserve-seat` v1.
@@ -508,7 +513,33 @@ mod tests {
             customer_id: "cust-1".into(),
             payment_token: PaymentToken::parse("tok_visa").expect("valid"),
             requested_at: OffsetDateTime::UNIX_EPOCH,
+            api_key_id: None,
         })
+    }
+
+    #[test]
+    fn a_request_names_its_api_key_only_when_it_has_one() {
+        let Message::BookingRequested(mut request) = requested() else {
+            unreachable!("a booking request")
+        };
+        let body = Message::BookingRequested(request.clone()).encode();
+        let text = String::from_utf8(body).expect("utf-8");
+        assert!(!text.contains("apiKeyId"), "{text}");
+        // As the gateway sends it, and as an upstream system or an older gateway
+        // sends it (no field): both decode.
+        let key = Uuid::now_v7();
+        request.api_key_id = Some(key);
+        let body = Message::BookingRequested(request.clone()).encode();
+        let back = Message::decode(Some("booking.requested.v1"), &body).expect("decodes");
+        assert_eq!(back, Message::BookingRequested(request.clone()));
+        let mut without: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        without.as_object_mut().expect("object").remove("apiKeyId");
+        let back = Message::decode(Some("booking.requested.v1"), without.to_string().as_bytes())
+            .expect("decodes");
+        let Message::BookingRequested(back) = back else {
+            unreachable!("a booking request")
+        };
+        assert_eq!(back.api_key_id, None);
     }
 
     #[test]

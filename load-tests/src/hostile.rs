@@ -184,6 +184,7 @@ pub async fn flood(
         customer_id: "hostile-replay".into(),
         payment_token: PaymentToken::parse("tok_visa").map_err(|e| anyhow::anyhow!("{e}"))?,
         requested_at: OffsetDateTime::now_utc(),
+        api_key_id: None,
     });
     let envelope = airline_runtime::broker::envelope_for(
         names,

@@ -6,6 +6,7 @@ mod hostile;
 mod keys;
 mod report;
 mod run;
+mod soak;
 mod stats;
 mod targets;
 mod tune;
@@ -47,6 +48,10 @@ enum Mode {
     Baseline(RunArgs),
     /// Run one mode at several offered rates and chart throughput and p99 per rate.
     Sweep(SweepArgs),
+    /// Bookings at a steady rate for a long time (mostly over the broker, a share
+    /// through the gateway), sampling the tables that grow with traffic and the
+    /// database size, to show them level off once the retention window has passed.
+    Soak(soak::SoakArgs),
     /// Start the system as separate processes, drive bookings while killing and
     /// restarting workers, the broker and the database, then drain and audit.
     /// Exits 1 on any lost booking or invariant violation. Restarts RabbitMQ and
@@ -244,6 +249,7 @@ fn main() -> ExitCode {
     let checked = match &cli.mode {
         Mode::Amqp(a) | Mode::Http(a) | Mode::Search(a) | Mode::Baseline(a) => validate(a),
         Mode::Sweep(s) => validate(&s.run),
+        Mode::Soak(s) => validate(&s.run).and_then(|()| soak::validate(s)),
         Mode::Chaos(c) => validate_chaos(c),
         Mode::Hostile(h) => validate(&h.run),
         Mode::Tune(t) => tune::validate(t),
@@ -284,6 +290,7 @@ async fn dispatch(mode: Mode) -> anyhow::Result<u64> {
         Mode::Search(a) => single("search", a).await,
         Mode::Baseline(a) => single("baseline", a).await,
         Mode::Sweep(s) => sweep(s).await,
+        Mode::Soak(s) => soak::run(s).await,
         Mode::Chaos(c) => chaos_run(c).await,
         Mode::Hostile(h) => hostile_run(h).await,
         Mode::Tune(t) => tune::run(t).await,

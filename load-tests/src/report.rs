@@ -208,9 +208,9 @@ pub fn write(
     }
     html.push_str("</table>");
     for c in charts {
-        html.push_str("<p>");
+        html.push_str("<div>");
         html.push_str(c);
-        html.push_str("</p>");
+        html.push_str("</div>");
     }
     if let Some(first) = summaries.first() {
         let _ = write!(

@@ -34,7 +34,7 @@ pub struct Mix {
 }
 
 /// Whether item `i` falls in a share `ratio` spread evenly over the run.
-fn in_share(i: u64, ratio: f64) -> bool {
+pub(crate) fn in_share(i: u64, ratio: f64) -> bool {
     ratio > 0.0 && ((i + 1) as f64 * ratio).floor() > (i as f64 * ratio).floor()
 }
 
@@ -102,6 +102,7 @@ fn request(mix: &Mix, i: u64) -> anyhow::Result<Message> {
         customer_id: format!("load-{}", i % 1000),
         payment_token: PaymentToken::parse(mix.token(i)).map_err(|e| anyhow::anyhow!("{e}"))?,
         requested_at: OffsetDateTime::now_utc(),
+        api_key_id: None,
     }))
 }
 

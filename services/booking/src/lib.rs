@@ -164,8 +164,8 @@ impl Handler for StartSaga {
             "WITH started AS (
                  INSERT INTO booking.bookings
                      (id, customer_id, outbound_flight_id, payment_token, state, version, created_at,
-                      deadline_at, request_id)
-                 VALUES ($1, $2, $3, $4, $5, 1, $6, $7, $8)
+                      deadline_at, request_id, api_key_id)
+                 VALUES ($1, $2, $3, $4, $5, 1, $6, $7, $8, $13)
                  ON CONFLICT (id) DO NOTHING
                  RETURNING id)
              INSERT INTO booking.saga_history
@@ -185,6 +185,7 @@ impl Handler for StartSaga {
         .bind(&trigger.message_id)
         .bind(trigger.step_attempts())
         .bind(history_note(&decision, &trigger))
+        .bind(req.api_key_id)
         .execute(&mut *tx)
         .await?
         .rows_affected()

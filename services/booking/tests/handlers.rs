@@ -81,6 +81,7 @@ fn requested(b: &Booking) -> Message {
         customer_id: "cust-1".into(),
         payment_token: PaymentToken::parse("tok_visa").expect("a token"),
         requested_at: OffsetDateTime::now_utc(),
+        api_key_id: None,
     })
 }
 
@@ -198,6 +199,37 @@ async fn a_second_request_changes_nothing() {
         assert_eq!(matches!(outcome, Outcome::Duplicate), expected_duplicate);
     }
     assert_eq!(db.sent("booking").await.expect("outbox").len(), 1);
+}
+
+#[tokio::test]
+async fn the_booking_keeps_the_api_key_it_was_requested_under() {
+    let db = TestDatabase::create(&[&SERVICE])
+        .await
+        .expect("a test database");
+    let key = Uuid::now_v7();
+    let (owned, upstream) = (Uuid::now_v7(), Uuid::now_v7());
+    for (id, api_key_id) in [(owned, Some(key)), (upstream, None)] {
+        let b = Booking {
+            id,
+            flight: Uuid::new_v4(),
+        };
+        let Message::BookingRequested(mut request) = requested(&b) else {
+            unreachable!("a booking request")
+        };
+        request.api_key_id = api_key_id;
+        db.handle(&START, &incoming(Message::BookingRequested(request)))
+            .await
+            .expect("started");
+    }
+    for (id, expected) in [(owned, Some(key)), (upstream, None)] {
+        let stored: Option<Uuid> =
+            sqlx::query_scalar("SELECT api_key_id FROM booking.bookings WHERE id = $1")
+                .bind(id)
+                .fetch_one(db.pool())
+                .await
+                .expect("the booking");
+        assert_eq!(stored, expected);
+    }
 }
 
 #[tokio::test]

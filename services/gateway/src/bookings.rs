@@ -174,6 +174,7 @@ pub(crate) async fn create_booking(
         customer_id: customer_id.clone(),
         payment_token,
         requested_at,
+        api_key_id: Some(caller.key_id),
     });
     // The flight is checked by the insert itself: no row, no request.
     let inserted = sqlx::query(
@@ -289,18 +290,24 @@ fn fingerprint(fields: &[&str]) -> String {
     airline_runtime::sha256_hex(&parts)
 }
 
+/// The API key that made booking `$1`: the booking's own record of it, or, until
+/// the gateway has settled it (`housekeeping`), its request row's. One statement,
+/// so that the settling (which copies and deletes at once) is never seen halfway.
+const OWNER: &str = "SELECT COALESCE(
+         (SELECT api_key_id FROM booking.bookings WHERE id = $1),
+         (SELECT api_key_id FROM gateway.booking_requests WHERE id = $1))";
+
 /// Whether `caller` may change booking `id`: its own bookings, or any with an
 /// admin key. Someone else's booking reads as not found.
 async fn owned(s: &AppState, caller: &Caller, id: Uuid) -> Result<()> {
     if caller.scope == Scope::Admin {
         return Ok(());
     }
-    let owner: Option<Option<Uuid>> =
-        sqlx::query_scalar("SELECT api_key_id FROM gateway.booking_requests WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&s.pool)
-            .await?;
-    if owner.flatten() == Some(caller.key_id) {
+    let owner: Option<Uuid> = sqlx::query_scalar(OWNER)
+        .bind(id)
+        .fetch_one(&s.pool)
+        .await?;
+    if owner == Some(caller.key_id) {
         Ok(())
     } else {
         Err(Problem::not_found(format!("no booking {id}")))
@@ -498,18 +505,30 @@ pub(crate) async fn get_booking(
     State(s): State<AppState>,
     PathId(id): PathId,
 ) -> Result<Json<BookingView>> {
-    if let Some(view) = view_of(&s, id).await? {
-        return Ok(Json(view));
-    }
-    let row: Option<(String, Uuid, OffsetDateTime)> = sqlx::query_as(
-        "SELECT customer_id, outbound_flight_id, created_at FROM gateway.booking_requests WHERE id = $1",
-    )
-    .bind(id)
-    .fetch_optional(&s.pool)
-    .await?;
-    row.map(|(customer, flight, at)| Json(BookingView::pending(id, customer, flight, at)))
+    // The saga's row, or the request's while the saga has not started, in one
+    // statement: the request row goes once the booking exists, and two reads could
+    // fall between the two.
+    let sql = format!(
+        "SELECT {cols}, {CANCEL_REQUESTED} FROM booking.bookings b WHERE id = $1
+         UNION ALL
+         {NOT_STARTED} AND r.id = $1",
+        cols = views::VIEW_COLUMNS
+    );
+    let row = sqlx::query(&sql).bind(id).fetch_optional(&s.pool).await?;
+    row.as_ref()
+        .map(seen)
+        .transpose()?
+        .map(Json)
         .ok_or_else(|| Problem::not_found(format!("no booking {id}")))
 }
+
+/// Requests the gateway accepted whose saga has not started yet (a NULL state),
+/// with the columns of [`views::VIEW_COLUMNS`] and [`CANCEL_REQUESTED`]; a query
+/// adds its own `AND ...`.
+const NOT_STARTED: &str = "SELECT r.id, NULL::text AS state, r.outbound_flight_id, r.customer_id,
+            NULL, NULL, false, r.created_at, r.created_at, false
+       FROM gateway.booking_requests r
+      WHERE NOT EXISTS (SELECT 1 FROM booking.bookings b WHERE b.id = r.id)";
 
 /// List a customer's bookings
 #[utoipa::path(
@@ -542,11 +561,7 @@ pub(crate) async fn list_bookings(
         "SELECT * FROM (
              SELECT {cols}, {CANCEL_REQUESTED} FROM booking.bookings b WHERE customer_id = $1
              UNION ALL
-             SELECT r.id, NULL::text AS state, r.outbound_flight_id, r.customer_id, NULL, NULL,
-                    false, r.created_at, r.created_at, false
-               FROM gateway.booking_requests r
-              WHERE r.customer_id = $1
-                AND NOT EXISTS (SELECT 1 FROM booking.bookings b WHERE b.id = r.id)
+             {NOT_STARTED} AND r.customer_id = $1
          ) all_bookings
          WHERE (NOT $2
                 OR (state IS NULL AND $3)

@@ -11,6 +11,7 @@ mod admin;
 pub mod auth;
 mod bookings;
 mod extract;
+pub mod housekeeping;
 mod openapi;
 mod problem;
 mod publisher;
@@ -111,31 +112,7 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// How long an `Idempotency-Key` answers as the first request did.
-pub const IDEMPOTENCY_FOR: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
-
-/// Deletes idempotency keys older than [`IDEMPOTENCY_FOR`], every ten minutes.
-async fn forget_idempotency_keys(pool: sqlx::PgPool, stop: CancellationToken) {
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(std::time::Duration::from_secs(600)) => {}
-        }
-        let done = sqlx::query(
-            "DELETE FROM gateway.idempotency_keys
-              WHERE created_at < now() - make_interval(secs => $1)",
-        )
-        .bind(IDEMPOTENCY_FOR.as_secs_f64())
-        .execute(&pool)
-        .await;
-        match done {
-            Ok(r) if r.rows_affected() > 0 => {
-                tracing::info!(keys = r.rows_affected(), "old idempotency keys forgotten");
-            }
-            Ok(_) => {}
-            Err(e) => tracing::debug!(error = %e, "could not forget old idempotency keys"),
-        }
-    }
-}
+pub use housekeeping::IDEMPOTENCY_FOR;
 
 /// Serves the gateway on `listener` until `shutdown`, with its outbox relay; the
 /// relay publishes what is left after the server has stopped.
@@ -155,7 +132,11 @@ pub async fn run(
     // replay`, or a replay over HTTP cut short).
     airline_runtime::service::start_relay(rt, airline_dead_letters::OPERATOR, &tasks, &relay_stop)
         .await?;
-    tasks.spawn(forget_idempotency_keys(rt.pool.clone(), relay_stop.clone()));
+    tasks.spawn(housekeeping::run(
+        rt.pool.clone(),
+        rt.config.inbox.retention,
+        relay_stop.clone(),
+    ));
     tasks.spawn(airline_runtime::db::maintain(
         rt.pool.clone(),
         vec![SERVICE.name],

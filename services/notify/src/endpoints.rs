@@ -209,8 +209,8 @@ pub(crate) async fn target(conn: &mut PgConnection, id: Uuid) -> sqlx::Result<Op
 
 /// The enabled endpoints that want `event_type` about `booking`: those of the API
 /// key that made the booking. None for a booking no key made (published straight
-/// onto the broker), and none without a query of the gateway's table when no
-/// endpoint wants the event at all.
+/// onto the broker), and none without a query of the booking's and the gateway's
+/// tables when no endpoint wants the event at all.
 pub(crate) async fn subscribers(
     conn: &mut PgConnection,
     booking: Uuid,
@@ -226,10 +226,15 @@ pub(crate) async fn subscribers(
     if !any {
         return Ok(Vec::new());
     }
+    // The owner is on the booking (booking.requested carries it); a booking made
+    // before it did has it on the gateway's request row until the gateway settles
+    // that row, which copies it over and deletes the row in one statement.
     sqlx::query_scalar(
         "SELECT e.id FROM notify.webhook_endpoints e
-         JOIN gateway.booking_requests r ON r.api_key_id = e.api_key_id
-         WHERE r.id = $1 AND e.status = 'enabled' AND $2 = ANY (e.events)
+         WHERE e.api_key_id = COALESCE(
+                   (SELECT api_key_id FROM booking.bookings WHERE id = $1),
+                   (SELECT api_key_id FROM gateway.booking_requests WHERE id = $1))
+           AND e.status = 'enabled' AND $2 = ANY (e.events)
          ORDER BY e.id",
     )
     .bind(booking)

@@ -14,27 +14,41 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 /// A notify database. The fan-out reads which API key made a booking from the
-/// gateway's `booking_requests`; the gateway crate is not a dependency of notify,
-/// so the test stands in the two columns it reads.
+/// booking's row (`booking.bookings.api_key_id`), or from the gateway's
+/// `booking_requests` until the gateway has settled it; neither crate is a
+/// dependency of notify, so the test stands in the two columns it reads of each.
 async fn notify() -> (TestDatabase, Arc<dyn Handler>) {
     let db = TestDatabase::create(&[&SERVICE])
         .await
         .expect("a test database");
     sqlx::raw_sql(
         "CREATE SCHEMA gateway;
-         CREATE TABLE gateway.booking_requests (id uuid PRIMARY KEY, api_key_id uuid)",
+         CREATE TABLE gateway.booking_requests (id uuid PRIMARY KEY, api_key_id uuid);
+         CREATE SCHEMA booking;
+         CREATE TABLE booking.bookings (id uuid PRIMARY KEY, api_key_id uuid)",
     )
     .execute(db.pool())
     .await
-    .expect("the gateway's table");
+    .expect("the booking's and the gateway's tables");
     let handler = db
         .handler(&SERVICE, &NOTIFY_OUTCOMES, &Config::default())
         .expect("the handler");
     (db, handler)
 }
 
-/// Records that `key` made `booking`.
+/// Records that `key` made `booking`, as the booking service does.
 async fn made_by(db: &TestDatabase, booking: Uuid, key: Uuid) {
+    sqlx::query("INSERT INTO booking.bookings (id, api_key_id) VALUES ($1, $2)")
+        .bind(booking)
+        .bind(key)
+        .execute(db.pool())
+        .await
+        .expect("booking");
+}
+
+/// Records that `key` asked for `booking`, as the gateway does before the saga
+/// starts (and as bookings made before the owner travelled in the message are).
+async fn requested_by(db: &TestDatabase, booking: Uuid, key: Uuid) {
     sqlx::query("INSERT INTO gateway.booking_requests (id, api_key_id) VALUES ($1, $2)")
         .bind(booking)
         .bind(key)
@@ -174,6 +188,34 @@ async fn one_delivery_per_enabled_endpoint_of_the_bookings_key() {
         .expect("handled");
     assert!(republished.is_empty(), "{republished:?}");
     assert_eq!(db.sent("notify").await.expect("outbox").len(), 2);
+}
+
+#[tokio::test]
+async fn the_owner_is_read_from_the_booking_or_else_its_request_row() {
+    let (db, handler) = notify().await;
+    let key = Uuid::new_v4();
+    let hook = endpoint(&db, key, &["booking.confirmed"], true).await;
+    // Owner on the request row only (the booking row has none): found there.
+    let old = Uuid::new_v4();
+    sqlx::query("INSERT INTO booking.bookings (id) VALUES ($1)")
+        .bind(old)
+        .execute(db.pool())
+        .await
+        .expect("booking");
+    requested_by(&db, old, key).await;
+    // Owner on the booking, its request row settled (gone).
+    let settled = Uuid::new_v4();
+    made_by(&db, settled, key).await;
+    for booking in [old, settled] {
+        let out = db
+            .handle(handler.as_ref(), &incoming(confirmed(booking)))
+            .await
+            .expect("handled");
+        let [Message::DeliverWebhook(d)] = out.as_slice() else {
+            panic!("one delivery for {booking}: {out:?}");
+        };
+        assert_eq!((d.endpoint_id, d.booking_id), (hook, booking));
+    }
 }
 
 #[tokio::test]

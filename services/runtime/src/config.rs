@@ -109,6 +109,8 @@ pub struct Config {
     pub faults: FaultConfig,
     /// The dead-letter store.
     pub dead_letters: DeadLetterConfig,
+    /// The inbox's de-duplication window.
+    pub inbox: InboxConfig,
     /// The simulated payment provider.
     pub payment: PaymentConfig,
     /// Webhook deliveries.
@@ -195,6 +197,14 @@ pub struct DeadLetterConfig {
     pub max: i64,
     /// `AIRLINE_DLQ_RETENTION`: how long replayed and discarded dead letters are
     /// kept before draining deletes them.
+    pub retention: Duration,
+}
+
+/// The inbox section.
+#[derive(Clone, Debug)]
+pub struct InboxConfig {
+    /// `AIRLINE_INBOX_RETENTION`: how long an inbox row is kept, so that a second
+    /// delivery of the same message is recognised; older rows are pruned.
     pub retention: Duration,
 }
 
@@ -301,6 +311,9 @@ impl Default for Config {
             dead_letters: DeadLetterConfig {
                 max: 100_000,
                 retention: Duration::from_secs(14 * 24 * 3600),
+            },
+            inbox: InboxConfig {
+                retention: Duration::from_secs(7 * 24 * 3600),
             },
             payment: PaymentConfig {
                 latency: Duration::ZERO,
@@ -544,6 +557,22 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("AIRLINE_HOLD_DEADLINE=\"soon\""), "{err}");
+    }
+
+    #[test]
+    fn the_inbox_keeps_a_week_unless_told_and_never_under_a_minute() {
+        assert_eq!(
+            from(&[]).expect("defaults").inbox.retention,
+            Duration::from_secs(7 * 86_400)
+        );
+        let c = from(&[("AIRLINE_INBOX_RETENTION", "3m")]).expect("valid");
+        assert_eq!(c.inbox.retention, Duration::from_secs(180));
+        for bad in ["30s", "0s", "a while"] {
+            let err = from(&[("AIRLINE_INBOX_RETENTION", bad)])
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with("AIRLINE_INBOX_RETENTION="), "{err}");
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //!   messages commit in one transaction; the delivery is acked after the commit; a
 //!   relay publishes the outbox; undecodable or refused messages are dead-lettered
 //!   with their reason;
+//! - [`prune`]: the inbox's old rows deleted in small batches;
 //! - [`descriptor`]: a service as one value (name, migrations, consumers, jobs,
 //!   gauges), which every binary, `airline up`, the metrics and the chaos run read;
 //! - [`Refusal`]: the caller's mistake (exit status 2), as opposed to a failure of
@@ -23,6 +24,7 @@ pub mod db;
 pub mod descriptor;
 pub mod metrics;
 pub mod outbox;
+pub mod prune;
 mod refusal;
 pub mod retry;
 pub mod service;

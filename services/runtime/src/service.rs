@@ -141,8 +141,8 @@ pub async fn start_relay(
     Ok(signal)
 }
 
-/// Runs a worker service (its relay, its consumers, its jobs, and the vacuuming of
-/// its schema) until `shutdown`.
+/// Runs a worker service (its relay, its consumers, its jobs, the vacuuming of its
+/// schema and the pruning of the inbox) until `shutdown`.
 ///
 /// # Errors
 /// When its descriptor does not match the contracts, a handler cannot be built, or
@@ -169,6 +169,11 @@ pub async fn run_worker(
     tasks.spawn(db::maintain(
         rt.pool.clone(),
         vec!["messaging", service],
+        shutdown.clone(),
+    ));
+    tasks.spawn(crate::prune::prune_inbox_every(
+        rt.pool.clone(),
+        rt.config.inbox.retention,
         shutdown.clone(),
     ));
     for job in descriptor.jobs {

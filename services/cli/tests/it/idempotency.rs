@@ -173,6 +173,7 @@ async fn a_booking_requested_twice_starts_one_saga() {
         customer_id: "cust-twice".into(),
         payment_token: PaymentToken::parse("tok_visa").expect("token"),
         requested_at: OffsetDateTime::now_utc(),
+        api_key_id: None,
     });
 
     // The same message five times at once, and the same booking under another id.

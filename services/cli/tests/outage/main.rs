@@ -317,6 +317,7 @@ async fn deliveries_wait_for_the_database_and_complete_when_it_returns() {
                     payment_token: airline_contracts::PaymentToken::parse("tok_visa")
                         .expect("token"),
                     requested_at: time::OffsetDateTime::now_utc(),
+                    api_key_id: None,
                 },
             )
         })

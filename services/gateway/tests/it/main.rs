@@ -8,3 +8,4 @@ mod edge;
 mod flights;
 mod helpers;
 mod openapi;
+mod tidy;

@@ -196,6 +196,20 @@ pub const VARIABLES: &[Variable] = &[
         }),
     },
     Variable {
+        name: "AIRLINE_INBOX_RETENTION",
+        default: "`7d`",
+        meaning: "how long inbox rows are kept to recognise a message delivered again \
+                  (at least `1m`); older ones are pruned",
+        set: Some(|c, v| {
+            let retention = parse_duration(v)?;
+            if retention < MIN_INBOX_RETENTION {
+                return Err("must be at least 1m".into());
+            }
+            c.inbox.retention = retention;
+            Ok(())
+        }),
+    },
+    Variable {
         name: "AIRLINE_PAYMENT_LATENCY",
         default: "`0s`",
         meaning: "simulated payment provider latency per call",
@@ -270,6 +284,10 @@ pub const VARIABLES: &[Variable] = &[
         set: None,
     },
 ];
+
+/// The shortest inbox retention accepted: below a minute, a broker redelivery
+/// right after a consumer restart could already find its inbox row gone.
+const MIN_INBOX_RETENTION: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Parses `v`, or says `reason`.
 fn number<T: FromStr>(v: &str, reason: &str) -> Result<T, String> {
