@@ -72,16 +72,22 @@ pub async fn run_all(
     result
 }
 
-/// Deletes every queue and exchange of the runtime's namespace. Returns how many
-/// queues were deleted.
+/// Deletes every queue and exchange of the runtime's namespace, the old layout's
+/// queues included. Returns how many queues were deleted.
 ///
 /// # Errors
 /// When the broker refuses.
 pub async fn teardown(rt: &Runtime) -> anyhow::Result<usize> {
-    use airline_contracts::topology::{COMMANDS_EXCHANGE, DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE};
+    use airline_runtime::broker::{declared_exchanges, declared_queues};
     let channel = rt.broker.create_channel().await?;
-    let queues = airline_runtime::broker::declared_queues(&rt.names, &rt.config);
+    let mut queues = declared_queues(&rt.names, &rt.config);
+    queues.extend(
+        airline_runtime::topology::old_layout_queues(&rt.names, &rt.config)
+            .into_iter()
+            .map(|q| q.name),
+    );
     for q in &queues {
+        // Deleting a queue that does not exist succeeds.
         channel
             .queue_delete(
                 q.as_str().into(),
@@ -89,10 +95,10 @@ pub async fn teardown(rt: &Runtime) -> anyhow::Result<usize> {
             )
             .await?;
     }
-    for x in [COMMANDS_EXCHANGE, EVENTS_EXCHANGE, DEAD_LETTER_EXCHANGE] {
+    for x in declared_exchanges(&rt.names) {
         channel
             .exchange_delete(
-                rt.names.resolve(x).into(),
+                x.as_str().into(),
                 lapin::options::ExchangeDeleteOptions::default(),
             )
             .await?;
