@@ -6,6 +6,7 @@ pub mod apikey;
 pub mod audit;
 pub mod dlq;
 pub mod saga;
+pub mod upgrade;
 
 use airline_runtime::service::run_worker;
 use airline_runtime::{Runtime, Service};

@@ -23,7 +23,9 @@ enum Command {
         #[arg(long)]
         no_seed: bool,
     },
-    /// Create the database if missing, run every migration and declare the topology.
+    /// Create the database if missing, run every migration and declare the topology;
+    /// remove the old broker layout's queues of AIRLINE_PREFIX (per-queue DLQs, whose
+    /// dead letters are moved to the shared DLQ, and empty per-queue retry tiers).
     Migrate,
     /// Create the demo flights (idempotent).
     Seed,
@@ -95,7 +97,11 @@ fn main() -> ExitCode {
         move |rt, shutdown| async move {
             match cli.command {
                 // Starting migrated every service's schema and declared the topology.
-                Command::Migrate => println!("database migrated and topology declared"),
+                Command::Migrate => {
+                    let report = airline::upgrade::remove_old_layout(&rt).await?;
+                    print!("{}", report.render(&rt.names.dead_letters()));
+                    println!("database migrated and topology declared");
+                }
                 Command::Seed => {
                     let n = airline::seed(&rt).await?;
                     println!("{n} demo flights present");

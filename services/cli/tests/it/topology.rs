@@ -1,6 +1,7 @@
 //! The lean topology on the broker: a retry goes back to its own queue through a
 //! shared delay tier, the shared DLQ is drained into the store under each dead
-//! letter's origin queue.
+//! letter's origin queue, and `airline migrate` removes the old layout without
+//! losing a dead letter.
 
 use std::time::Duration;
 
@@ -149,4 +150,131 @@ async fn the_shared_dlq_is_drained_whole_and_each_dead_letter_stored_under_its_q
     let (code, stdout, stderr) = app.cli(&["dlq", "list", "--queue", "payment.refund"], &[]);
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stdout.contains("payment.refund"), "{stdout}");
+}
+
+#[tokio::test]
+async fn migrate_removes_the_old_layout_and_moves_its_dead_letters() {
+    let app = spawn_bare(|_| {}).await;
+    let channel = app.rt.broker.create_channel().await.expect("channel");
+    let quorum = |extra: &[(&str, &str)]| {
+        let mut t = FieldTable::default();
+        t.insert("x-queue-type".into(), text("quorum"));
+        for (k, v) in extra {
+            t.insert((*k).into(), text(v));
+        }
+        t
+    };
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    // The old layout, as the previous version declared it.
+    let work = app.names.resolve("payment.collect");
+    let old_dlq = app.names.old_dlq("payment.collect");
+    channel
+        .queue_declare(old_dlq.as_str().into(), durable, quorum(&[]))
+        .await
+        .expect("old DLQ");
+    channel
+        .queue_bind(
+            old_dlq.as_str().into(),
+            app.names.resolve(DEAD_LETTER_EXCHANGE).into(),
+            work.as_str().into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("old binding");
+    let empty_tier = app
+        .names
+        .old_tier("payment.collect", Duration::from_secs(1));
+    let busy_tier = app
+        .names
+        .old_tier("flight.reserve-seat", Duration::from_secs(2));
+    for (tier, home) in [
+        (&empty_tier, work.clone()),
+        (&busy_tier, app.names.resolve("flight.reserve-seat")),
+    ] {
+        let args = quorum(&[
+            ("x-dead-letter-exchange", ""),
+            ("x-dead-letter-routing-key", &home),
+            ("x-dead-letter-strategy", "at-least-once"),
+            ("x-overflow", "reject-publish"),
+        ]);
+        channel
+            .queue_declare(tier.as_str().into(), durable, args)
+            .await
+            .expect("old tier");
+    }
+    let _ = channel.close(200, "declared".into()).await;
+    let plain = |id: &str, to: &str| Envelope {
+        exchange: String::new(),
+        routing_key: to.to_owned(),
+        properties: message(id),
+        body: br#"{"old":true}"#.to_vec(),
+    };
+    // A retry still waiting (no expiry: it stays), an old consumer's dead letter
+    // (x-queue) dead-lettered after the new topology was declared, so in both DLQs,
+    // and one in the old DLQ that says nothing of its queue.
+    let both = Envelope {
+        exchange: app.names.resolve(DEAD_LETTER_EXCHANGE),
+        routing_key: work.clone(),
+        properties: with_header(message("in-both"), "x-queue", &work),
+        body: b"{}".to_vec(),
+    };
+    app.publish(&[
+        plain("waiting", &busy_tier),
+        both,
+        plain("old-1", &old_dlq),
+        plain("old-2", &old_dlq),
+    ])
+    .await;
+    assert_eq!(depth(&app, &old_dlq).await, 3);
+
+    let (code, stdout, stderr) = app.cli(&["migrate"], &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains(&format!(
+            "moved 3 dead letter(s) from the old DLQ {old_dlq} to {}",
+            app.names.dead_letters()
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("kept {busy_tier} (1 message(s))")),
+        "{stdout}"
+    );
+    assert!(!exists(&app, &old_dlq).await, "the old DLQ is gone");
+    assert!(
+        !exists(&app, &empty_tier).await,
+        "the empty old tier is gone"
+    );
+    assert!(exists(&app, &busy_tier).await, "the busy one stays");
+    assert_eq!(depth(&app, &app.names.dead_letters()).await, 4);
+
+    // Every dead letter is stored once, under the queue it died in.
+    let (code, stdout, stderr) = app.cli(&["dlq", "drain", "--json"], &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    assert_eq!(
+        (report["stored"].as_u64(), report["already_stored"].as_u64()),
+        (Some(3), Some(1))
+    );
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT message_id, queue FROM messaging.dead_letters ORDER BY message_id")
+            .fetch_all(&app.rt.pool)
+            .await
+            .expect("rows");
+    assert_eq!(
+        rows,
+        [
+            ("in-both".to_owned(), "payment.collect".to_owned()),
+            ("old-1".to_owned(), "payment.collect".to_owned()),
+            ("old-2".to_owned(), "payment.collect".to_owned()),
+        ]
+    );
+    // Running it again finds nothing more to do but the waiting retry.
+    let (code, stdout, _) = app.cli(&["migrate"], &[]);
+    assert_eq!(code, Some(0));
+    assert!(!stdout.contains("moved"), "{stdout}");
 }
