@@ -73,22 +73,19 @@ pub async fn run_all(
     result
 }
 
-/// Deletes every queue and exchange of the runtime's namespace, the old layout's
-/// queues included. Returns how many queues were deleted.
+/// Deletes every queue and exchange of the runtime's namespace, and the old
+/// layout's queues if there are any. Returns how many queues of the topology were
+/// deleted.
 ///
 /// # Errors
 /// When the broker refuses.
 pub async fn teardown(rt: &Runtime) -> anyhow::Result<usize> {
     use airline_runtime::broker::{declared_exchanges, declared_queues};
     let channel = rt.broker.create_channel().await?;
-    let mut queues = declared_queues(&rt.names, &rt.config);
-    queues.extend(
-        airline_runtime::topology::old_layout_queues(&rt.names, &rt.config)
-            .into_iter()
-            .map(|q| q.name),
-    );
-    for q in &queues {
-        // Deleting a queue that does not exist succeeds.
+    let queues = declared_queues(&rt.names, &rt.config);
+    let old = airline_runtime::topology::old_layout_queues(&rt.names, &rt.config);
+    // Deleting a queue that does not exist succeeds.
+    for q in queues.iter().chain(old.iter().map(|q| &q.name)) {
         channel
             .queue_delete(
                 q.as_str().into(),

@@ -91,6 +91,11 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     }
+    if matches!(cli.command, Command::Migrate) {
+        // Looking for the old layout's queues: each one missing is a channel the
+        // broker closes with "not found", which the client logs as an error.
+        airline_runtime::telemetry::init_with(&["lapin::channel=off"]);
+    }
     main_with(
         "airline",
         airline::SERVICES,
@@ -162,7 +167,7 @@ fn main() -> ExitCode {
                 Command::Teardown { .. } => {
                     let n = airline::teardown(&rt).await?;
                     println!(
-                        "deleted {n} queues and the exchanges under {}",
+                        "deleted the {n} queues and the exchanges under {} (and the old layout's queues, if any)",
                         rt.names.prefix()
                     );
                 }
