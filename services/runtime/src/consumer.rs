@@ -5,8 +5,9 @@
 //! writes, and the outbox rows of the messages it sends. The delivery is acked only
 //! after that transaction commits. A message that cannot be decoded or handled goes
 //! to the deployment's dead-letter queue with the reason in `x-error-*` headers and
-//! its queue in `x-origin-queue`, and the consumer goes on. When the database is unreachable the delivery is held unacked and
-//! retried until the database answers, never acked unprocessed.
+//! its queue in `x-origin-queue`, and the consumer goes on. When the database is
+//! unreachable the delivery is held unacked and retried until the database answers,
+//! never acked unprocessed.
 
 use std::sync::Arc;
 use std::time::Duration;
