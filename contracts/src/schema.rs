@@ -7,7 +7,8 @@ use serde_json::{Map, Value, json};
 
 use crate::messages::{Message, MessageKind, MessageType};
 use crate::topology::{
-    COMMANDS_EXCHANGE, DEAD_LETTER_EXCHANGE, DLQ_SUFFIX, EVENTS_EXCHANGE, Names, PARKING, QUEUES,
+    COMMANDS_EXCHANGE, DEAD_LETTER_EXCHANGE, DEAD_LETTERS, EVENTS_EXCHANGE, Names,
+    ORIGIN_QUEUE_HEADER, PARKING, QUEUES, RETRY_EXCHANGE, RETRY_TIER_HEADER, consumed_queues,
     exchange_of,
 };
 
@@ -111,7 +112,7 @@ pub fn asyncapi() -> Value {
                     .map(|m| format!("`{}`", names.resolve(m)))
                     .collect::<Vec<_>>()
                     .join(", "),
-                names.dlq(queue.name),
+                names.dead_letters(),
             )
         } else if queue.consumer == PARKING {
             format!(
@@ -120,12 +121,13 @@ pub fn asyncapi() -> Value {
             )
         } else {
             format!(
-                "Work queue consumed by {}; bound to {}. Failed deliveries are retried through `{}.retry.<delay>ms` tiers, then dead-lettered through the `{}` exchange to `{}`.",
+                "Work queue consumed by {}; bound to {}. Failed deliveries are retried through the shared delay tiers (the `{}` exchange, routing key `{}`), then dead-lettered through the `{}` exchange to `{}`.",
                 queue.consumer,
                 queue.messages.join(", "),
+                names.resolve(RETRY_EXCHANGE),
                 names.resolve(queue.name),
                 names.resolve(DEAD_LETTER_EXCHANGE),
-                names.dlq(queue.name),
+                names.dead_letters(),
             )
         };
         channels.insert(
@@ -158,27 +160,51 @@ pub fn asyncapi() -> Value {
                 "bindings": { "amqp": { "ack": true, "bindingVersion": "0.3.0" } },
             }),
         );
-        let dlq_id = format!("queue.{}{DLQ_SUFFIX}", queue.name);
-        channels.insert(
-            dlq_id,
-            json!({
-                "address": names.dlq(queue.name),
-                "description": format!(
-                    "Dead letters of {}: bodies untouched, the reason in x-error-* headers.",
-                    names.resolve(queue.name)
-                ),
-                "messages": queue.message_types().map(|t| {
-                    let id = t.to_string();
-                    (id.clone(), json!({ "$ref": format!("#/components/messages/{id}") }))
-                }).collect::<Map<String, Value>>(),
-                "bindings": { "amqp": {
-                    "is": "queue",
-                    "queue": { "name": names.dlq(queue.name), "durable": true, "exclusive": false, "autoDelete": false, "vhost": "/" },
-                    "bindingVersion": "0.3.0",
-                } },
-            }),
-        );
     }
+
+    // What the consumed queues carry: what can be retried or dead-lettered.
+    let consumed: Map<String, Value> = consumed_queues()
+        .flat_map(|q| q.message_types())
+        .map(|t| {
+            let id = t.to_string();
+            (
+                id.clone(),
+                json!({ "$ref": format!("#/components/messages/{id}") }),
+            )
+        })
+        .collect();
+    let queue_binding = |name: String| {
+        json!({ "amqp": {
+        "is": "queue",
+        "queue": { "name": name, "durable": true, "exclusive": false, "autoDelete": false, "vhost": "/" },
+        "bindingVersion": "0.3.0",
+    } })
+    };
+    channels.insert(
+        format!("queue.{DEAD_LETTERS}"),
+        json!({
+            "address": names.dead_letters(),
+            "description": format!(
+                "The deployment's one dead-letter queue, shared by every work queue: bound to the `{}` exchange under each consumed queue's full name, it receives the consumers' own dead letters (bodies untouched, the reason in x-error-* headers, the queue in `{ORIGIN_QUEUE_HEADER}` (logical name) and `x-queue` (full name)) and the broker's (rejected, delivery limit: the queue in `x-death`). No service consumes it: `airline dlq drain` moves it into the dead-letter store, recording each dead letter under its origin queue.",
+                names.resolve(DEAD_LETTER_EXCHANGE),
+            ),
+            "messages": consumed.clone(),
+            "bindings": queue_binding(names.dead_letters()),
+        }),
+    );
+    channels.insert(
+        RETRY_EXCHANGE.to_owned(),
+        json!({
+            "address": null,
+            "description": format!(
+                "Deliveries waiting to be retried: published by the failing consumer to the `{}` headers exchange with routing key = the full name of the work queue to come back to and the header `{RETRY_TIER_HEADER}` naming the delay (`1000ms`). Each distinct delay of the retry policies is one shared quorum queue `{}.<ms>ms` (bound with x-match all on that header; per-message expiration = the delay ±20%); on expiry it dead-letters the message through the default exchange under its routing key, back to its work queue.",
+                names.resolve(RETRY_EXCHANGE),
+                names.resolve(RETRY_EXCHANGE),
+            ),
+            "messages": consumed,
+            "bindings": { "amqp": { "is": "routingKey", "exchange": exchange(RETRY_EXCHANGE, "headers"), "bindingVersion": "0.3.0" } },
+        }),
+    );
 
     json!({
         "asyncapi": "3.0.0",
@@ -299,5 +325,22 @@ mod tests {
             let payload = &doc["components"]["messages"][t.to_string()]["payload"];
             assert!(payload["properties"]["bookingId"].is_object(), "{}", t.name);
         }
+    }
+
+    #[test]
+    fn the_shared_dead_letter_queue_and_the_retry_exchange_have_channels() {
+        let doc = asyncapi();
+        let channels = doc["channels"].as_object().expect("channels");
+        assert_eq!(
+            doc["channels"]["queue.dead-letters"]["address"],
+            "airline.dead-letters"
+        );
+        assert_eq!(
+            doc["channels"]["retry"]["bindings"]["amqp"]["exchange"]["type"],
+            "headers"
+        );
+        // No per-queue DLQ: the booking DLQ is the one queue named `.dlq`.
+        let dlqs: Vec<_> = channels.keys().filter(|k| k.ends_with(".dlq")).collect();
+        assert_eq!(dlqs, ["queue.booking.dlq"]);
     }
 }

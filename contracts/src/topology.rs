@@ -5,7 +5,11 @@
 //! - `events` (topic): events, routed by their name to every queue bound to it.
 //!   Upstream subscribers bind their own queues here (`booking.*`).
 //! - `dead-letter` (direct): dead letters, routed by the name of the queue they
-//!   died in to that queue's `.dlq`.
+//!   died in to the one shared dead-letter queue, `dead-letters` (and to the
+//!   booking service's watch queue, for the two queues it watches).
+//! - `retry` (headers): messages waiting to be retried, routed by their
+//!   `retry-tier` header to the shared delay tier `retry.<ms>ms` of that delay;
+//!   their routing key is the queue they go back to when the delay is over.
 //!
 //! Every name takes a prefix (`AIRLINE_PREFIX`, default `airline.`), so several
 //! deployments, or several test runs, can share one broker without meeting.
@@ -27,7 +31,25 @@ pub const PARKING: &str = "operator";
 /// The booking service's watch queue for its saga steps' dead letters.
 pub const STEP_DEAD_LETTERED: &str = "booking.step-dead-lettered";
 
-/// The suffix of a work queue's dead-letter queue.
+/// The retry exchange (headers): a message for a delay tier carries the tier in
+/// [`RETRY_TIER_HEADER`] and, as its routing key, the work queue it goes back to.
+pub const RETRY_EXCHANGE: &str = "retry";
+/// The header naming the delay tier of a message on the retry exchange (`1000ms`).
+/// Not `x-...`: a headers exchange ignores `x-` arguments when it matches with
+/// `x-match: all`.
+pub const RETRY_TIER_HEADER: &str = "retry-tier";
+/// The one dead-letter queue of a deployment, shared by every work queue (the
+/// convention of NServiceBus's `error` queue): bound to the dead-letter exchange
+/// under every consumed work queue's broker name.
+pub const DEAD_LETTERS: &str = "dead-letters";
+/// The header naming the work queue (logical name) a dead letter died in.
+pub const ORIGIN_QUEUE_HEADER: &str = "x-origin-queue";
+/// The most queues one deployment may declare: six deployments side by side fit a
+/// broker with the default limit of 1,024 open files (docs/benchmarks.md).
+pub const MAX_QUEUES: usize = 40;
+
+/// The suffix of a work queue's dead-letter queue in the old layout (one DLQ per
+/// work queue), which `airline migrate` removes.
 pub const DLQ_SUFFIX: &str = ".dlq";
 
 /// A work queue: its name, the service consuming it and the messages bound to it.
@@ -158,6 +180,31 @@ const fn q(
     }
 }
 
+/// The queues services consume: every queue but the parking queues.
+pub fn consumed_queues() -> impl Iterator<Item = &'static QueueSpec> {
+    QUEUES.iter().filter(|q| q.consumer != PARKING)
+}
+
+/// The consumed queue of a logical name, if there is one.
+#[must_use]
+pub fn consumed_queue(logical: &str) -> Option<&'static QueueSpec> {
+    consumed_queues().find(|q| q.name == logical)
+}
+
+/// How many queues a deployment declares besides its delay tiers: every queue of
+/// [`QUEUES`] and the shared dead-letter queue.
+#[must_use]
+pub const fn queues_without_tiers() -> usize {
+    QUEUES.len() + 1
+}
+
+/// The name of a delay tier (`1000ms`): the value of [`RETRY_TIER_HEADER`] and the
+/// end of the tier queue's name.
+#[must_use]
+pub fn tier_name(delay: std::time::Duration) -> String {
+    format!("{}ms", delay.as_millis())
+}
+
 /// The queues a service consumes (never a parking queue).
 pub fn queues_of(service: &str) -> impl Iterator<Item = &'static QueueSpec> + '_ {
     QUEUES.iter().filter(move |q| q.consumer == service)
@@ -205,10 +252,30 @@ impl Names {
         format!("{}{logical}", self.prefix)
     }
 
-    /// The dead-letter queue of a work queue.
+    /// The shared dead-letter queue of this deployment (`<prefix>dead-letters`).
     #[must_use]
-    pub fn dlq(&self, queue: &str) -> String {
+    pub fn dead_letters(&self) -> String {
+        self.resolve(DEAD_LETTERS)
+    }
+
+    /// The shared delay tier queue for `delay` (`<prefix>retry.1000ms`).
+    #[must_use]
+    pub fn tier(&self, delay: std::time::Duration) -> String {
+        format!("{}{RETRY_EXCHANGE}.{}", self.prefix, tier_name(delay))
+    }
+
+    /// The old layout's dead-letter queue of a work queue (`<prefix><queue>.dlq`),
+    /// for `airline migrate`, which removes it.
+    #[must_use]
+    pub fn old_dlq(&self, queue: &str) -> String {
         format!("{}{queue}{DLQ_SUFFIX}", self.prefix)
+    }
+
+    /// The old layout's retry tier of a work queue for `delay`
+    /// (`<prefix><queue>.retry.1000ms`), for `airline migrate`, which removes it.
+    #[must_use]
+    pub fn old_tier(&self, queue: &str, delay: std::time::Duration) -> String {
+        format!("{}{queue}.retry.{}", self.prefix, tier_name(delay))
     }
 
     /// The logical name of a prefixed broker name, if it carries this prefix.
@@ -237,10 +304,24 @@ mod tests {
             names.resolve("booking.requested"),
             "airline.booking.requested"
         );
+        assert_eq!(names.dead_letters(), "airline.dead-letters");
         assert_eq!(
-            names.dlq("booking.requested"),
+            names.tier(std::time::Duration::from_secs(2)),
+            "airline.retry.2000ms"
+        );
+        assert_eq!(
+            names.old_dlq("booking.requested"),
             "airline.booking.requested.dlq"
         );
+        assert_eq!(
+            names.old_tier("payment.collect", std::time::Duration::from_secs(2)),
+            "airline.payment.collect.retry.2000ms"
+        );
+        // The shared queues cannot meet a queue of the topology.
+        for q in QUEUES {
+            assert_ne!(q.name, DEAD_LETTERS);
+            assert!(!q.name.starts_with("retry."), "{}", q.name);
+        }
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! `airline-load hostile`: bad input on every queue while good bookings flow.
 //! Publishes malformed, oversized, wrongly typed and replayed messages straight onto
 //! every work queue (as a careless upstream would), then checks that each bad one
-//! is in its queue's DLQ with the reason expected, and that the replayed booking
+//! is in the shared DLQ with the reason expected, saying the queue it was sent to
+//! as the queue it died in, and that the replayed booking
 //! started one saga. The good load runs at the same time and is reported like any
 //! amqp run (lost bookings, latency).
 
@@ -74,6 +75,9 @@ pub struct Tally {
     pub dead_lettered: u64,
     /// Found in the DLQ with another reason.
     pub wrong_reason: u64,
+    /// Found in the DLQ with the expected reason, but naming another queue as the
+    /// one it died in.
+    pub wrong_queue: u64,
 }
 
 /// What the hostile run found.
@@ -82,7 +86,7 @@ pub struct HostileReport {
     /// Per case: published and dead-lettered as expected, over every queue.
     pub cases: BTreeMap<String, Tally>,
     pub queues: usize,
-    /// Bad messages not found in their DLQ (with any reason) in time.
+    /// Bad messages not found in the shared DLQ (with any reason) in time.
     pub missing: u64,
     /// The replayed booking request started exactly one saga.
     pub replay_started_one_saga: bool,
@@ -105,6 +109,7 @@ fn bad(case: &Case, queue: &airline_contracts::QueueSpec, broker_queue: &str) ->
     let id = format!("hostile-{}", Uuid::now_v7());
     let mut headers = FieldTable::default();
     headers.insert("x-hostile-case".into(), text(case.name));
+    headers.insert("x-hostile-queue".into(), text(queue.name));
     let mut props = BasicProperties::default()
         .with_message_id(id.as_str().into())
         .with_type(own_type(queue).as_str().into())
@@ -238,30 +243,36 @@ pub async fn check(
     let mut found = 0;
     while found < published && Instant::now() < deadline {
         let mut others = Vec::new();
-        for queue in work_queues() {
-            let dlq = names.dlq(queue.name);
-            while let Some(got) = channel
-                .basic_get(dlq.as_str().into(), BasicGetOptions { no_ack: false })
-                .await?
+        let dlq = names.dead_letters();
+        while let Some(got) = channel
+            .basic_get(dlq.as_str().into(), BasicGetOptions { no_ack: false })
+            .await?
+        {
+            let d = got.delivery;
+            let Some(case) = header(&d.properties, "x-hostile-case") else {
+                others.push(d.delivery_tag);
+                continue;
+            };
+            let tally = cases.entry(case.clone()).or_default();
+            let died_in = airline_runtime::topology::origin_of(
+                names,
+                d.properties.headers().as_ref(),
+                d.routing_key.as_str(),
+            )
+            .map(|q| q.name);
+            if header(&d.properties, "x-error-kind").as_deref()
+                != expected.get(case.as_str()).copied()
             {
-                let d = got.delivery;
-                let Some(case) = header(&d.properties, "x-hostile-case") else {
-                    others.push(d.delivery_tag);
-                    continue;
-                };
-                let tally = cases.entry(case.clone()).or_default();
-                if header(&d.properties, "x-error-kind").as_deref()
-                    == expected.get(case.as_str()).copied()
-                {
-                    tally.dead_lettered += 1;
-                } else {
-                    tally.wrong_reason += 1;
-                }
-                found += 1;
-                channel
-                    .basic_ack(d.delivery_tag, BasicAckOptions::default())
-                    .await?;
+                tally.wrong_reason += 1;
+            } else if died_in != header(&d.properties, "x-hostile-queue").as_deref() {
+                tally.wrong_queue += 1;
+            } else {
+                tally.dead_lettered += 1;
             }
+            found += 1;
+            channel
+                .basic_ack(d.delivery_tag, BasicAckOptions::default())
+                .await?;
         }
         // What is not ours goes back, for operators.
         for tag in others {
@@ -284,7 +295,7 @@ pub async fn check(
         .bind(replayed_booking)
         .fetch_one(pool)
         .await?;
-    let wrong: u64 = cases.values().map(|t| t.wrong_reason).sum();
+    let wrong: u64 = cases.values().map(|t| t.wrong_reason + t.wrong_queue).sum();
     let missing = published - found;
     Ok(HostileReport {
         queues: work_queues().count(),
@@ -300,21 +311,27 @@ pub async fn check(
 pub fn render(r: &HostileReport) -> String {
     let expected: BTreeMap<&str, &str> = CASES.iter().map(|c| (c.name, c.expected)).collect();
     let mut out = format!(
-        "{:<20} {:<20} {:>9} {:>13} {:>12}\n",
-        "bad message", "expected reason", "published", "dead-lettered", "wrong reason"
+        "{:<20} {:<20} {:>9} {:>13} {:>12} {:>11}\n",
+        "bad message",
+        "expected reason",
+        "published",
+        "dead-lettered",
+        "wrong reason",
+        "wrong queue"
     );
     for (name, t) in &r.cases {
         out.push_str(&format!(
-            "{:<20} {:<20} {:>9} {:>13} {:>12}\n",
+            "{:<20} {:<20} {:>9} {:>13} {:>12} {:>11}\n",
             name,
             expected.get(name.as_str()).copied().unwrap_or("?"),
             t.published,
             t.dead_lettered,
-            t.wrong_reason
+            t.wrong_reason,
+            t.wrong_queue
         ));
     }
     out.push_str(&format!(
-        "on {} work queues; missing from the DLQs: {}; a booking request delivered twice started {} saga\n",
+        "on {} work queues; missing from the shared DLQ: {}; a booking request delivered twice started {} saga\n",
         r.queues,
         r.missing,
         if r.replay_started_one_saga { "one" } else { "NOT one" }

@@ -15,10 +15,13 @@ use tokio_util::sync::CancellationToken;
 /// `airline dlq ...`
 #[derive(Debug, Subcommand)]
 pub enum DlqCommand {
-    /// Move dead letters from the broker's DLQs into the store (acked only after the
-    /// commit). Stops, and says so, when the store holds AIRLINE_DLQ_MAX.
+    /// Move dead letters from the broker's DLQs (the shared one and the booking DLQ)
+    /// into the store, each recorded under the queue it died in (acked only after
+    /// the commit). Stops, and says so, when the store holds AIRLINE_DLQ_MAX.
     Drain {
-        /// Only this queue's DLQ (e.g. payment.collect).
+        /// Only the DLQ holding this queue's dead letters: `booking.dlq` for the
+        /// booking DLQ; for a work queue (e.g. payment.collect) the shared DLQ,
+        /// which holds every work queue's and is drained whole.
         #[arg(long)]
         queue: Option<String>,
         /// Keep draining every few seconds until Ctrl-C (a worker).
@@ -236,6 +239,14 @@ pub async fn run(
                                 String::new()
                             }
                         );
+                        let shared = rt.names.dead_letters();
+                        if let Some(q) = queue.as_deref()
+                            && report.drained.contains(&shared)
+                        {
+                            println!(
+                                "--queue {q}: {shared} holds the dead letters of every work queue, so it was drained whole; each is stored under the queue it died in (airline dlq list --queue {q})"
+                            );
+                        }
                     });
                 }
                 if report.full {

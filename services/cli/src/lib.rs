@@ -6,6 +6,7 @@ pub mod apikey;
 pub mod audit;
 pub mod dlq;
 pub mod saga;
+pub mod upgrade;
 
 use airline_runtime::service::run_worker;
 use airline_runtime::{Runtime, Service};
@@ -72,16 +73,19 @@ pub async fn run_all(
     result
 }
 
-/// Deletes every queue and exchange of the runtime's namespace. Returns how many
-/// queues were deleted.
+/// Deletes every queue and exchange of the runtime's namespace, and the old
+/// layout's queues if there are any. Returns how many queues of the topology were
+/// deleted.
 ///
 /// # Errors
 /// When the broker refuses.
 pub async fn teardown(rt: &Runtime) -> anyhow::Result<usize> {
-    use airline_contracts::topology::{COMMANDS_EXCHANGE, DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE};
+    use airline_runtime::broker::{declared_exchanges, declared_queues};
     let channel = rt.broker.create_channel().await?;
-    let queues = airline_runtime::broker::declared_queues(&rt.names, &rt.config);
-    for q in &queues {
+    let queues = declared_queues(&rt.names, &rt.config);
+    let old = airline_runtime::topology::old_layout_queues(&rt.names, &rt.config);
+    // Deleting a queue that does not exist succeeds.
+    for q in queues.iter().chain(old.iter().map(|q| &q.name)) {
         channel
             .queue_delete(
                 q.as_str().into(),
@@ -89,10 +93,10 @@ pub async fn teardown(rt: &Runtime) -> anyhow::Result<usize> {
             )
             .await?;
     }
-    for x in [COMMANDS_EXCHANGE, EVENTS_EXCHANGE, DEAD_LETTER_EXCHANGE] {
+    for x in declared_exchanges(&rt.names) {
         channel
             .exchange_delete(
-                rt.names.resolve(x).into(),
+                x.as_str().into(),
                 lapin::options::ExchangeDeleteOptions::default(),
             )
             .await?;

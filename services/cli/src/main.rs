@@ -23,7 +23,9 @@ enum Command {
         #[arg(long)]
         no_seed: bool,
     },
-    /// Create the database if missing, run every migration and declare the topology.
+    /// Create the database if missing, run every migration and declare the topology;
+    /// remove the old broker layout's queues of AIRLINE_PREFIX (per-queue DLQs, whose
+    /// dead letters are moved to the shared DLQ, and empty per-queue retry tiers).
     Migrate,
     /// Create the demo flights (idempotent).
     Seed,
@@ -89,13 +91,22 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     }
+    if matches!(cli.command, Command::Migrate) {
+        // Looking for the old layout's queues: each one missing is a channel the
+        // broker closes with "not found", which the client logs as an error.
+        airline_runtime::telemetry::init_with(&["lapin::channel=off"]);
+    }
     main_with(
         "airline",
         airline::SERVICES,
         move |rt, shutdown| async move {
             match cli.command {
                 // Starting migrated every service's schema and declared the topology.
-                Command::Migrate => println!("database migrated and topology declared"),
+                Command::Migrate => {
+                    let report = airline::upgrade::remove_old_layout(&rt).await?;
+                    print!("{}", report.render(&rt.names.dead_letters()));
+                    println!("database migrated and topology declared");
+                }
                 Command::Seed => {
                     let n = airline::seed(&rt).await?;
                     println!("{n} demo flights present");
@@ -156,7 +167,7 @@ fn main() -> ExitCode {
                 Command::Teardown { .. } => {
                     let n = airline::teardown(&rt).await?;
                     println!(
-                        "deleted {n} queues and the exchanges under {}",
+                        "deleted the {n} queues and the exchanges under {} (and the old layout's queues, if any)",
                         rt.names.prefix()
                     );
                 }

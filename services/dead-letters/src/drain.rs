@@ -1,7 +1,11 @@
 //! Draining: dead letters move from the broker's DLQs into the store, a batch per
 //! transaction, acked only after the commit.
+//!
+//! A deployment has two DLQs: the shared one (`<prefix>dead-letters`), where every
+//! work queue's dead letters land, each recorded under the queue it died in
+//! ([`airline_runtime::topology::origin_of`]), and the booking DLQ (parked sagas).
 
-use airline_contracts::topology::PARKING;
+use airline_contracts::topology::{DEAD_LETTERS, PARKING};
 use airline_contracts::{Names, QUEUES};
 use airline_runtime::Refusal;
 use airline_runtime::broker::bounded;
@@ -31,6 +35,10 @@ pub struct DrainReport {
     pub expired: u64,
     /// Messages left in the DLQs drained.
     pub left_in_broker: u64,
+    /// The DLQs drained (broker names). The shared DLQ holds every work queue's
+    /// dead letters: draining for one work queue drains it whole, each dead letter
+    /// recorded under its own origin queue.
+    pub drained: Vec<String>,
     /// The store is full: draining stopped before the DLQs were empty.
     pub full: bool,
     /// Rows in the store now, and its bound.
@@ -39,44 +47,56 @@ pub struct DrainReport {
     pub store_max: i64,
 }
 
-/// The DLQs a drain reads (broker names, with the logical work queue), optionally
-/// only one queue's (`queue` may name the work queue or its DLQ).
+/// Where a drained dead letter is recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Under the queue it died in, read from the message (the shared DLQ).
+    FromMessage,
+    /// Under this queue (a parking queue: the booking DLQ).
+    Queue(&'static str),
+}
+
+/// The DLQs a drain reads (broker names), with where their dead letters are
+/// recorded: the shared DLQ and the booking DLQ, or, for `queue`, the booking DLQ
+/// when it names it, else the shared DLQ, whole (it holds every work queue's dead
+/// letters; each is recorded under its own queue). `queue` may name a work queue
+/// (`payment.collect`), its old-layout DLQ (`payment.collect.dlq`) or a DLQ by
+/// broker or logical name.
 ///
 /// # Errors
 /// When `queue` names no queue of the topology.
-pub fn dlqs(names: &Names, queue: Option<&str>) -> Result<Vec<(String, &'static str)>, Refusal> {
-    let wanted = queue.map(|q| {
-        let q = names.strip(q).unwrap_or(q);
-        // A queue's own name (the booking DLQ ends in .dlq too), else a work
-        // queue's DLQ.
-        if QUEUES.iter().any(|spec| spec.name == q) {
-            q.to_owned()
-        } else {
-            q.strip_suffix(airline_contracts::topology::DLQ_SUFFIX)
-                .unwrap_or(q)
-                .to_owned()
-        }
-    });
-    let all: Vec<_> = QUEUES
+pub fn dlqs(names: &Names, queue: Option<&str>) -> Result<Vec<(String, Origin)>, Refusal> {
+    let shared = (names.dead_letters(), Origin::FromMessage);
+    let parking = QUEUES
         .iter()
-        .filter(|q| wanted.as_deref().is_none_or(|w| w == q.name))
-        .map(|q| {
-            if q.consumer == PARKING {
-                (names.resolve(q.name), q.name)
-            } else {
-                (names.dlq(q.name), q.name)
-            }
-        })
-        .collect();
-    if all.is_empty() {
-        let known: Vec<_> = QUEUES.iter().map(|q| q.name).collect();
-        return Err(Refusal::Invalid(format!(
-            "no queue `{}`; known: {}",
-            queue.unwrap_or_default(),
-            known.join(", ")
-        )));
+        .filter(|q| q.consumer == PARKING)
+        .map(|q| (names.resolve(q.name), Origin::Queue(q.name)));
+    let Some(wanted) = queue else {
+        return Ok(std::iter::once(shared).chain(parking).collect());
+    };
+    let q = names.strip(wanted).unwrap_or(wanted);
+    if let Some(spec) = QUEUES.iter().find(|spec| spec.name == q) {
+        return Ok(if spec.consumer == PARKING {
+            vec![(names.resolve(spec.name), Origin::Queue(spec.name))]
+        } else {
+            vec![shared]
+        });
     }
-    Ok(all)
+    let work = q
+        .strip_suffix(airline_contracts::topology::DLQ_SUFFIX)
+        .unwrap_or(q);
+    if q == DEAD_LETTERS || QUEUES.iter().any(|spec| spec.name == work) {
+        return Ok(vec![shared]);
+    }
+    let known: Vec<_> = QUEUES
+        .iter()
+        .map(|q| q.name)
+        .chain([DEAD_LETTERS])
+        .collect();
+    Err(Refusal::Invalid(format!(
+        "no queue `{wanted}`; known: {}",
+        known.join(", ")
+    )))
 }
 
 async fn store_size(pool: &PgPool) -> sqlx::Result<i64> {
@@ -85,8 +105,9 @@ async fn store_size(pool: &PgPool) -> sqlx::Result<i64> {
         .await
 }
 
-/// Moves dead letters from the DLQs (all, or `queue`'s) into the store, until they
-/// are empty or the store is full. `progress` is called with each batch's size.
+/// Moves dead letters from the DLQs (all, or those [`dlqs`] names for `queue`: the
+/// shared DLQ whole for any work queue) into the store, until they are empty or the
+/// store is full. `progress` is called with each batch's size.
 ///
 /// # Errors
 /// Database or broker errors; what was committed stays stored, the rest stays in
@@ -106,7 +127,8 @@ pub async fn drain(
         .config
         .fails(airline_runtime::config::FaultStep::DrainCommit);
     let channel = bounded("opening a channel", rt.broker.create_channel()).await??;
-    for (dlq, logical) in dlqs {
+    for (dlq, origin) in dlqs {
+        report.drained.push(dlq.clone());
         loop {
             let room = rt.config.dead_letters.max - store_size(&rt.pool).await?;
             if room <= 0 {
@@ -138,7 +160,7 @@ pub async fn drain(
             }
             let Some(last) = batch.last() else { break };
             let last_tag = last.delivery_tag;
-            let stored = store_batch(&rt.pool, &rt.names, logical, &batch).await?;
+            let stored = store_batch(&rt.pool, &rt.names, origin, &batch).await?;
             if crash_after_commit {
                 eprintln!("drain-commit fault: crashing after the commit, before the ack");
                 std::process::abort();
@@ -187,16 +209,31 @@ pub async fn depth(rt: &Runtime, queue: &str) -> anyhow::Result<u64> {
     Ok(u64::from(declared.message_count()))
 }
 
+/// The queue (logical name) a drained dead letter is recorded under: its origin
+/// queue, or [`DEAD_LETTERS`] when it says none (replay refuses those).
+fn queue_of(names: &Names, origin: Origin, d: &lapin::message::Delivery) -> &'static str {
+    match origin {
+        Origin::Queue(q) => q,
+        Origin::FromMessage => airline_runtime::topology::origin_of(
+            names,
+            d.properties.headers().as_ref(),
+            d.routing_key.as_str(),
+        )
+        .map_or(DEAD_LETTERS, |q| q.name),
+    }
+}
+
 /// Stores a batch in one transaction; returns how many were new.
 async fn store_batch(
     pool: &PgPool,
     names: &Names,
-    queue: &str,
+    origin: Origin,
     batch: &[lapin::message::Delivery],
 ) -> anyhow::Result<u64> {
     let mut tx = pool.begin().await?;
     let mut stored = 0;
     for d in batch {
+        let queue = queue_of(names, origin, d);
         let props = properties_to_json(&d.properties);
         let headers = d
             .properties
@@ -247,4 +284,42 @@ async fn store_batch(
     }
     tx.commit().await?;
     Ok(stored)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_drain_reads_the_shared_dlq_and_the_booking_dlq() {
+        let names = Names::new("t.");
+        let all = dlqs(&names, None).expect("every DLQ");
+        assert_eq!(
+            all,
+            [
+                ("t.dead-letters".to_owned(), Origin::FromMessage),
+                ("t.booking.dlq".to_owned(), Origin::Queue("booking.dlq")),
+            ]
+        );
+        // One work queue's dead letters are in the shared DLQ: it is drained whole.
+        for queue in [
+            "payment.collect",
+            "t.payment.collect",
+            "payment.collect.dlq",
+            "dead-letters",
+            "t.dead-letters",
+        ] {
+            assert_eq!(
+                dlqs(&names, Some(queue)).expect("a queue"),
+                [("t.dead-letters".to_owned(), Origin::FromMessage)],
+                "{queue}"
+            );
+        }
+        assert_eq!(
+            dlqs(&names, Some("booking.dlq")).expect("the booking DLQ"),
+            [("t.booking.dlq".to_owned(), Origin::Queue("booking.dlq"))]
+        );
+        let err = dlqs(&names, Some("nope")).expect_err("unknown").to_string();
+        assert!(err.contains("no queue `nope`"), "{err}");
+    }
 }

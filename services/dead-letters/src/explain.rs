@@ -217,12 +217,15 @@ pub fn group_of(message_type: Option<&str>, kind: &str, error: &str) -> String {
 }
 
 /// The key that recognises one dead letter drained twice: its queue, properties,
-/// headers (without the redelivery counter the broker adds) and body.
+/// headers (without the redelivery counter the broker adds, nor `x-origin-queue`,
+/// which `airline migrate` adds to what it moves from an old DLQ: the queue is in
+/// the key already) and body.
 #[must_use]
 pub fn drain_key(queue: &str, properties: &Value, headers: &Value, body: &[u8]) -> String {
     let mut headers = headers.clone();
     if let Some(h) = headers.as_object_mut() {
         h.remove("x-delivery-count");
+        h.remove(airline_contracts::topology::ORIGIN_QUEUE_HEADER);
     }
     airline_runtime::sha256_hex(&[
         queue.as_bytes(),
@@ -320,7 +323,7 @@ mod tests {
     fn a_redelivered_dead_letter_has_the_same_drain_key() {
         let props = json!({"message_id": "m1"});
         let first = json!({"x-error": "boom"});
-        let again = json!({"x-error": "boom", "x-delivery-count": 1});
+        let again = json!({"x-error": "boom", "x-delivery-count": 1, "x-origin-queue": "q"});
         assert_eq!(
             drain_key("q", &props, &first, b"body"),
             drain_key("q", &props, &again, b"body")

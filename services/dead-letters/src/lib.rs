@@ -45,7 +45,7 @@ pub mod replay;
 
 pub use airline_runtime::Refusal;
 pub use discard::{discard, purge};
-pub use drain::{DrainReport, depth, dlqs, drain};
+pub use drain::{DrainReport, Origin, depth, dlqs, drain};
 pub use edit::{Edit, edit, set_path};
 pub use explain::{
     Explanation, amqp_to_json, drain_key, explain, group_of, normalise, properties_to_json,

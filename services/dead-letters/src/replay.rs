@@ -2,7 +2,7 @@
 //! outbox is published, so a replay is sent once.
 
 use airline_contracts::QUEUES;
-use airline_contracts::topology::PARKING;
+use airline_contracts::topology::{DEAD_LETTERS, PARKING};
 use airline_runtime::Refusal;
 use airline_runtime::broker::Publisher;
 use airline_runtime::service::Runtime;
@@ -91,6 +91,8 @@ pub async fn replay(
                 query
                     .push(" AND queue <> ")
                     .push_bind(parking_queue())
+                    .push(" AND queue <> ")
+                    .push_bind(DEAD_LETTERS)
                     .push(" ORDER BY id LIMIT ")
                     .push_bind(REPLAY_BATCH)
                     .push(" FOR UPDATE SKIP LOCKED");
@@ -108,6 +110,12 @@ pub async fn replay(
             if queue == parking_queue() {
                 return Err(Refusal::Conflict(format!(
                     "dead letter {id} is a parked saga: a record for an operator, not a message to send again (see docs/runbook.md)"
+                ))
+                .into());
+            }
+            if queue == DEAD_LETTERS {
+                return Err(Refusal::Conflict(format!(
+                    "dead letter {id} does not say which queue it died in (no x-origin-queue, x-queue or x-death naming a queue of this deployment), so it has nowhere to go back to; publish its body by hand or discard it"
                 ))
                 .into());
             }

@@ -4,21 +4,15 @@
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
-use airline_contracts::topology::{
-    COMMANDS_EXCHANGE, DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE, PARKING, QUEUES, exchange_of,
-};
-use airline_contracts::{Message, Names, QueueSpec};
+use airline_contracts::topology::exchange_of;
+use airline_contracts::{Message, Names};
 use anyhow::Context as _;
 use backon::{ExponentialBuilder, Retryable};
-use lapin::options::{
-    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
-    QueueDeclareOptions,
-};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 
-use crate::config::{Config, redact_url};
-use crate::retry;
+use crate::config::redact_url;
 
 /// How many times the broker redelivers a message whose consumer died before the
 /// message is dead-lettered by the broker itself (a message that crashes its
@@ -98,181 +92,11 @@ mod tests {
     }
 }
 
-fn table(entries: &[(&str, AMQPValue)]) -> FieldTable {
-    let mut t = FieldTable::default();
-    for (k, v) in entries {
-        t.insert((*k).into(), v.clone());
-    }
-    t
-}
-
 fn text(s: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(s.to_owned()))
 }
 
-/// Declares every exchange, work queue, dead-letter queue and binding. Declaring is
-/// idempotent: every service does it at start.
-///
-/// Work queues are durable quorum queues. A message rejected, or redelivered more than
-/// [`DELIVERY_LIMIT`] times, is dead-lettered by the broker through the dead-letter
-/// exchange to the queue's `.dlq`, at least once (`x-dead-letter-strategy`).
-///
-/// # Errors
-/// When the broker refuses a declaration, e.g. a queue exists with other arguments.
-pub async fn declare_topology(
-    channel: &Channel,
-    names: &Names,
-    config: &Config,
-) -> anyhow::Result<()> {
-    let durable = ExchangeDeclareOptions {
-        durable: true,
-        ..ExchangeDeclareOptions::default()
-    };
-    for (name, kind) in [
-        (COMMANDS_EXCHANGE, ExchangeKind::Direct),
-        (EVENTS_EXCHANGE, ExchangeKind::Topic),
-        (DEAD_LETTER_EXCHANGE, ExchangeKind::Direct),
-    ] {
-        channel
-            .exchange_declare(
-                names.resolve(name).into(),
-                kind,
-                durable,
-                FieldTable::default(),
-            )
-            .await
-            .with_context(|| format!("declaring exchange {}", names.resolve(name)))?;
-    }
-    let queue_options = QueueDeclareOptions {
-        durable: true,
-        ..QueueDeclareOptions::default()
-    };
-    let dlx = names.resolve(DEAD_LETTER_EXCHANGE);
-    for queue in QUEUES {
-        let name = names.resolve(queue.name);
-        if queue.consumer == PARKING {
-            // A parking queue (the booking DLQ): read by operators, never consumed
-            // by a service, so it has no dead-letter queue and no retries of its own.
-            channel
-                .queue_declare(
-                    name.clone().into(),
-                    queue_options,
-                    table(&[("x-queue-type", text("quorum"))]),
-                )
-                .await
-                .with_context(|| format!("declaring queue {name}"))?;
-            bind_messages(channel, names, queue, &name).await?;
-            continue;
-        }
-        for delay in config.retry_for(queue.name).tiers() {
-            let tier = retry::tier_queue(&name, delay);
-            // Expired messages go back to the work queue through the default exchange.
-            let args = table(&[
-                ("x-queue-type", text("quorum")),
-                ("x-dead-letter-exchange", text("")),
-                ("x-dead-letter-routing-key", text(&name)),
-                ("x-dead-letter-strategy", text("at-least-once")),
-                ("x-overflow", text("reject-publish")),
-            ]);
-            channel
-                .queue_declare(tier.clone().into(), queue_options, args)
-                .await
-                .with_context(|| format!("declaring queue {tier}"))?;
-        }
-        let dlq = names.dlq(queue.name);
-        channel
-            .queue_declare(
-                dlq.clone().into(),
-                queue_options,
-                table(&[("x-queue-type", text("quorum"))]),
-            )
-            .await
-            .with_context(|| format!("declaring queue {dlq}"))?;
-        channel
-            .queue_bind(
-                dlq.into(),
-                dlx.clone().into(),
-                name.clone().into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        let args = table(&[
-            ("x-queue-type", text("quorum")),
-            ("x-dead-letter-exchange", text(&dlx)),
-            ("x-dead-letter-routing-key", text(&name)),
-            ("x-dead-letter-strategy", text("at-least-once")),
-            ("x-overflow", text("reject-publish")),
-            ("x-delivery-limit", AMQPValue::LongLongInt(DELIVERY_LIMIT)),
-        ]);
-        channel
-            .queue_declare(name.clone().into(), queue_options, args)
-            .await
-            .with_context(|| format!("declaring queue {name}"))?;
-        bind_messages(channel, names, queue, &name).await?;
-    }
-    Ok(())
-}
-
-async fn bind_messages(
-    channel: &Channel,
-    names: &Names,
-    queue: &QueueSpec,
-    name: &str,
-) -> anyhow::Result<()> {
-    if queue.watches_dead_letters {
-        // A copy of what dies in each watched queue: the dead-letter exchange routes
-        // by the name of the queue a message died in.
-        for watched in queue.messages {
-            channel
-                .queue_bind(
-                    name.into(),
-                    names.resolve(DEAD_LETTER_EXCHANGE).into(),
-                    names.resolve(watched).into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-                .with_context(|| format!("binding {name} to the dead letters of {watched}"))?;
-        }
-        return Ok(());
-    }
-    for t in queue.message_types() {
-        channel
-            .queue_bind(
-                name.into(),
-                names.resolve(exchange_of(t.kind)).into(),
-                t.name.into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .with_context(|| format!("binding {name} to {}", t.name))?;
-    }
-    Ok(())
-}
-
-/// Every queue [`declare_topology`] declares, by broker name (for tools and tests
-/// that remove a namespace).
-#[must_use]
-pub fn declared_queues(names: &Names, config: &Config) -> Vec<String> {
-    let mut out = Vec::new();
-    for queue in QUEUES {
-        let name = names.resolve(queue.name);
-        if queue.consumer != PARKING {
-            out.push(names.dlq(queue.name));
-            out.extend(
-                config
-                    .retry_for(queue.name)
-                    .tiers()
-                    .into_iter()
-                    .map(|d| retry::tier_queue(&name, d)),
-            );
-        }
-        out.push(name);
-    }
-    out
-}
+pub use crate::topology::{declare_topology, declared_exchanges, declared_queues};
 
 /// One message ready to go on the wire.
 #[derive(Debug, Clone)]

@@ -357,6 +357,10 @@ impl Config {
                 config.retry.overrides.insert(queue.name.to_owned(), policy);
             }
         }
+        // Each distinct retry delay is a shared queue: the deployment's queue budget.
+        crate::topology::check_queue_budget(&config, |name| lookup(name).is_some()).map_err(
+            |(name, reason)| invalid(&name, &lookup(&name).unwrap_or_default(), &reason),
+        )?;
         Ok(config)
     }
 

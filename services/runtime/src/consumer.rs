@@ -4,14 +4,15 @@
 //! id) that makes a second delivery of the same message a no-op, the handler's own
 //! writes, and the outbox rows of the messages it sends. The delivery is acked only
 //! after that transaction commits. A message that cannot be decoded or handled goes
-//! to its queue's dead-letter queue with the reason in `x-error-*` headers, and the
-//! consumer goes on. When the database is unreachable the delivery is held unacked and
-//! retried until the database answers, never acked unprocessed.
+//! to the deployment's dead-letter queue with the reason in `x-error-*` headers and
+//! its queue in `x-origin-queue`, and the consumer goes on. When the database is
+//! unreachable the delivery is held unacked and retried until the database answers,
+//! never acked unprocessed.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use airline_contracts::topology::DEAD_LETTER_EXCHANGE;
+use airline_contracts::topology::{DEAD_LETTER_EXCHANGE, ORIGIN_QUEUE_HEADER, RETRY_EXCHANGE};
 use airline_contracts::{Message, Names, QueueSpec};
 use anyhow::Context as _;
 use async_trait::async_trait;
@@ -666,25 +667,31 @@ impl QueueWorker {
         label
     }
 
-    /// Parks the delivery in its queue's retry tier for `delay` (with jitter), then
-    /// acks it. If it cannot be parked, it goes back to the queue.
+    /// Parks the delivery in the deployment's delay tier for `delay` (with jitter),
+    /// then acks it: published to the retry exchange with the tier in a header and
+    /// this queue as routing key, under which the tier sends it back on expiry. If
+    /// it cannot be parked, it goes back to the queue.
     async fn schedule_retry(&self, delivery: &Delivery, failure: &Failure, delay: Duration) {
         let wait = retry::jittered(delay, fastrand::f64());
+        let mut headers = self.failure_headers(delivery, failure);
+        let (tier, value) = crate::topology::tier_header(delay);
+        headers.insert(tier.into(), value);
         let envelope = Envelope {
-            exchange: String::new(),
-            routing_key: retry::tier_queue(&self.queue_name, delay),
+            exchange: self.ctx.names.resolve(RETRY_EXCHANGE),
+            routing_key: self.queue_name.clone(),
             properties: delivery
                 .properties
                 .clone()
-                .with_headers(self.failure_headers(delivery, failure))
+                .with_headers(headers)
                 .with_expiration(wait.as_millis().to_string().into()),
             body: delivery.data.clone(),
         };
         self.publish_then_ack(delivery, &envelope, true).await;
     }
 
-    /// Publishes a copy of the delivery, body untouched, to the queue's dead-letter
-    /// queue with the reason in its headers, then acks the original. If the copy
+    /// Publishes a copy of the delivery, body untouched, through the dead-letter
+    /// exchange (to the shared dead-letter queue) with the reason and this queue's
+    /// name in its headers, then acks the original. If the copy
     /// cannot be published, the original is rejected so that the broker
     /// dead-letters it itself (without the reason, but not lost).
     async fn dead_letter(&self, delivery: &Delivery, failure: &Failure) {
@@ -737,7 +744,9 @@ impl QueueWorker {
     /// The delivery's headers with this failure recorded: `x-attempts` one more,
     /// `x-first-failure-at` kept from the first failure, the original exchange and
     /// routing key kept from the first delivery (a retried message comes back
-    /// through the default exchange), the broker's `x-death` untouched.
+    /// through the default exchange), the queue it failed in (`x-queue`, and
+    /// `x-origin-queue` by logical name: the shared DLQ is told apart by it), the
+    /// broker's `x-death` untouched.
     fn failure_headers(&self, delivery: &Delivery, failure: &Failure) -> FieldTable {
         let now = time::OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
@@ -758,6 +767,7 @@ impl QueueWorker {
             ("x-original-exchange", exchange.as_str()),
             ("x-original-routing-key", routing_key.as_str()),
             ("x-queue", self.queue_name.as_str()),
+            (ORIGIN_QUEUE_HEADER, self.queue.name),
             ("x-service", self.ctx.service),
         ] {
             headers.insert(k.into(), text_value(v));

@@ -3,8 +3,9 @@
 //! - [`config`]: environment variables and their defaults;
 //! - [`db`]: PostgreSQL connection (the database is created if missing) and
 //!   per-schema migrations;
-//! - [`broker`]: the RabbitMQ connection with automatic recovery, the topology, and
-//!   publishing with confirms and `mandatory`;
+//! - [`broker`]: the RabbitMQ connection with automatic recovery, and publishing
+//!   with confirms and `mandatory`; [`topology`]: the exchanges, queues and
+//!   bindings (one shared dead-letter queue, shared delay tiers);
 //! - [`outbox`] and [`consumer`]: a handler's writes, its inbox row and its outgoing
 //!   messages commit in one transaction; the delivery is acked after the commit; a
 //!   relay publishes the outbox; undecodable or refused messages are dead-lettered
@@ -31,6 +32,7 @@ pub mod service;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod topology;
 pub mod validation;
 
 pub use config::Config;

@@ -106,7 +106,7 @@ fn build() -> prometheus::Result<Metrics> {
         service_gauges: std::sync::Mutex::default(),
         queue_depth: gauge(
             "queue_depth",
-            "Messages ready in each work queue and each DLQ (<queue>.dlq).",
+            "Messages ready in each queue: the work queues, the booking DLQ (booking.dlq), the shared DLQ (dead-letters) and the delay tiers (retry.<ms>ms).",
             &["queue"],
         )?,
         dead_letters: gauge(
@@ -258,13 +258,11 @@ impl Metrics {
             }
         }
         if let Ok(channel) = rt.broker.create_channel().await {
-            let queues = airline_contracts::QUEUES.iter().flat_map(|q| {
-                let dlq = (q.consumer != airline_contracts::topology::PARKING)
-                    .then(|| format!("{}{}", q.name, airline_contracts::topology::DLQ_SUFFIX));
-                std::iter::once(q.name.to_owned()).chain(dlq)
-            });
-            for logical in queues {
-                let name = rt.names.resolve(&logical);
+            // Every queue of the topology, by logical name: the work queues, the
+            // booking DLQ, the shared DLQ and the delay tiers.
+            let queues = crate::topology::declared_queues(&rt.names, &rt.config);
+            for name in queues {
+                let logical = rt.names.strip(&name).unwrap_or(&name).to_owned();
                 let declared = channel
                     .queue_declare(
                         name.as_str().into(),

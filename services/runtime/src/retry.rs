@@ -1,13 +1,15 @@
 //! Delayed retries on the broker, without plugins.
 //!
-//! A delivery whose handler fails transiently is copied, body untouched, to a retry
-//! tier of its queue: a quorum queue `<queue>.retry.<delay>ms` holding messages for
-//! a time (the message's `expiration`, the tier's delay with ±20% jitter) and
-//! dead-lettering them, when it expires, back to the work queue through the default
-//! exchange. Tiers double from the policy's base delay up to its cap; the attempt
-//! count and the first and last failure times travel in `x-attempts`,
+//! A delivery whose handler fails transiently is copied, body untouched, to a delay
+//! tier shared by every queue of the deployment: a quorum queue
+//! `<prefix>retry.<delay>ms` holding messages for a time (the message's
+//! `expiration`, the tier's delay with ±20% jitter) and dead-lettering them, when it
+//! expires, back to their work queue through the default exchange (the copy is
+//! published to the `retry` headers exchange with its work queue as routing key; see
+//! [`crate::topology`]). Delays double from the policy's base delay up to its cap;
+//! the attempt count and the first and last failure times travel in `x-attempts`,
 //! `x-first-failure-at` and `x-last-failure-at`. When the attempts are used up the
-//! message goes to the queue's DLQ instead.
+//! message goes to the deployment's dead-letter queue instead.
 
 use std::time::Duration;
 
@@ -104,12 +106,6 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
         .map_err(|e| format!("`{v}` is not a duration like 500ms, 2s, 5m, 24h or 14d ({e})"))
 }
 
-/// The retry tier queue of `queue` (a broker name) for `delay`.
-#[must_use]
-pub fn tier_queue(queue: &str, delay: Duration) -> String {
-    format!("{queue}.retry.{}ms", delay.as_millis())
-}
-
 /// The delay with jitter, from a random number in `0.0..1.0`.
 #[must_use]
 pub fn jittered(delay: Duration, random: f64) -> Duration {
@@ -191,10 +187,6 @@ mod tests {
         assert_eq!(
             (long.base, long.cap),
             (Duration::from_millis(200), Duration::from_secs(86_400))
-        );
-        assert_eq!(
-            tier_queue("airline.payment.collect", Duration::from_secs(2)),
-            "airline.payment.collect.retry.2000ms"
         );
     }
 }

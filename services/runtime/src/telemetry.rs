@@ -28,10 +28,27 @@ fn filter(rust_log: Option<&str>) -> EnvFilter {
 
 /// Installs the global subscriber once; later calls do nothing.
 pub fn init() {
+    init_with(&[]);
+}
+
+/// [`init`] with more directives (e.g. `lapin::channel=off` for a command that
+/// looks for queues that may not exist: the client logs each "not found" as an
+/// error), unless `RUST_LOG` names the same target.
+pub fn init_with(extra: &[&str]) {
     use std::io::IsTerminal as _;
     let rust_log = std::env::var("RUST_LOG").ok();
+    let mut filter = filter(rust_log.as_deref());
+    for directive in extra {
+        let target = directive.split('=').next().unwrap_or(directive);
+        if rust_log.as_deref().is_some_and(|r| r.contains(target)) {
+            continue;
+        }
+        if let Ok(d) = directive.parse() {
+            filter = filter.add_directive(d);
+        }
+    }
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter(rust_log.as_deref()))
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         // Colours on a terminal only, not in log files.
         .with_ansi(std::io::stderr().is_terminal())

@@ -21,9 +21,10 @@ fn text(s: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(s.to_owned()))
 }
 
-/// `n` dead letters in the DLQ of `queue`, as a consumer writes them: release-seat
-/// commands refused for a reason that differs only in a number.
-fn dead_letters(app: &TestApp, queue: &str, n: usize) -> Vec<Envelope> {
+/// `n` dead letters of `queue` on their way to the shared DLQ (published to the
+/// dead-letter exchange under the queue's name, as the broker dead-letters them):
+/// release-seat commands refused for a reason that differs only in a number.
+pub fn dead_letters(app: &TestApp, queue: &str, n: usize) -> Vec<Envelope> {
     (0..n)
         .map(|i| {
             let message = Message::ReleaseSeat(ReleaseSeat {
@@ -59,7 +60,7 @@ fn dead_letters(app: &TestApp, queue: &str, n: usize) -> Vec<Envelope> {
         .collect()
 }
 
-async fn depth(app: &TestApp, queue: &str) -> u32 {
+pub async fn depth(app: &TestApp, queue: &str) -> u32 {
     let channel = app.rt.broker.create_channel().await.expect("channel");
     let q = channel
         .queue_declare(
@@ -92,7 +93,7 @@ async fn a_drain_killed_after_its_commit_stores_each_dead_letter_once() {
     let app = spawn_bare(|_| {}).await;
     app.publish(&dead_letters(&app, "flight.release-seat", 250))
         .await;
-    let dlq = app.names.dlq("flight.release-seat");
+    let dlq = app.names.dead_letters();
     assert_eq!(depth(&app, &dlq).await, 250);
 
     // The fault aborts the process after its first batch commits, before the ack.
@@ -134,7 +135,7 @@ async fn a_full_store_stops_draining_and_says_so() {
         "{stderr}"
     );
     assert_eq!(stored(&app).await.0, 5);
-    assert_eq!(depth(&app, &app.names.dlq("payment.refund")).await, 3);
+    assert_eq!(depth(&app, &app.names.dead_letters()).await, 3);
 
     // Discarded and purged, there is room again.
     let (code, _, stderr) = app.cli(&["dlq", "discard", "--all"], &[]);

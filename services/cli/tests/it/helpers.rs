@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use airline_contracts::topology::{COMMANDS_EXCHANGE, DEAD_LETTER_EXCHANGE, EVENTS_EXCHANGE};
+use airline_contracts::topology::{COMMANDS_EXCHANGE, EVENTS_EXCHANGE};
 use airline_contracts::{Message, Names};
 use airline_runtime::broker::{Envelope, Publisher};
 use airline_runtime::{Config, Runtime};
@@ -18,10 +18,10 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 /// The retry policy of a test system unless its test sets another: the default's
-/// four attempts, at one short delay. Each distinct delay is a retry queue per work
-/// queue, so a single delay keeps each test's broker namespace small (the
-/// default's three delays and the webhooks' eleven would add about 45 queues to
-/// every test system, created and deleted again a few seconds later).
+/// four attempts, at one short delay. Each distinct delay is a shared delay queue,
+/// so a single delay keeps each test's broker namespace small (the default's three
+/// delays and the webhooks' eleven would add 13 queues to every test system,
+/// created and deleted again a few seconds later) and its retries quick.
 pub const TEST_RETRY: &str = "attempts=4,base=200ms,cap=200ms";
 
 /// How long a test waits for the system to reach a state before failing.
@@ -50,6 +50,9 @@ pub struct TestApp {
     shutdown: CancellationToken,
     services: Option<tokio::task::JoinHandle<()>>,
     database: String,
+    /// Dead letters taken off the shared DLQ by [`TestApp::dead_letter`] for
+    /// another queue than the one it waited for.
+    dead_letters: std::sync::Mutex<Vec<lapin::message::BasicGetMessage>>,
 }
 
 /// Starts a system with the default configuration.
@@ -117,6 +120,7 @@ async fn spawn(configure: impl FnOnce(&mut Config), run_services: bool) -> TestA
         shutdown,
         services,
         database,
+        dead_letters: std::sync::Mutex::default(),
     }
 }
 
@@ -249,9 +253,15 @@ impl Drop for TestApp {
             &self.names,
             &Config::default(),
         ));
+        // What a test of `airline migrate` declared of the old layout.
+        queues.extend(
+            airline_runtime::topology::old_layout_queues(&self.names, &self.rt.config)
+                .into_iter()
+                .map(|q| q.name),
+        );
         queues.sort();
         queues.dedup();
-        let names = self.names.clone();
+        let exchanges = airline_runtime::broker::declared_exchanges(&self.names);
         let database = self.database.clone();
         // Clean up on a runtime of its own: this may run while a failed test unwinds.
         let cleanup = std::thread::spawn(move || {
@@ -268,12 +278,9 @@ impl Drop for TestApp {
                                 .queue_delete(name.into(), QueueDeleteOptions::default())
                                 .await;
                         }
-                        for x in [COMMANDS_EXCHANGE, EVENTS_EXCHANGE, DEAD_LETTER_EXCHANGE] {
+                        for x in exchanges {
                             let _ = ch
-                                .exchange_delete(
-                                    names.resolve(x).into(),
-                                    ExchangeDeleteOptions::default(),
-                                )
+                                .exchange_delete(x.into(), ExchangeDeleteOptions::default())
                                 .await;
                         }
                     }
@@ -422,9 +429,39 @@ impl TestApp {
         airline_runtime::broker::envelope_for(&self.names, message, message_id, "test")
     }
 
-    /// Waits for one dead letter in the DLQ of work queue `queue`; returns it.
+    /// Waits for one dead letter that died in work queue `queue` (logical name),
+    /// taken off the shared DLQ; returns it. The dead letters of other queues taken
+    /// off meanwhile are kept for later calls.
     pub async fn dead_letter(&self, queue: &str) -> lapin::message::BasicGetMessage {
-        self.dead_letter_from(&self.names.dlq(queue)).await
+        let channel = self.rt.broker.create_channel().await.expect("channel");
+        let shared = self.names.dead_letters();
+        let message = self
+            .eventually(&format!("a dead letter of {queue} in {shared}"), || async {
+                loop {
+                    {
+                        let mut stash = self.dead_letters.lock().expect("stash");
+                        let found = stash.iter().position(|m| {
+                            airline_runtime::topology::origin_of(
+                                &self.names,
+                                m.delivery.properties.headers().as_ref(),
+                                m.delivery.routing_key.as_str(),
+                            )
+                            .is_some_and(|q| q.name == queue)
+                        });
+                        if let Some(i) = found {
+                            return Some(stash.remove(i));
+                        }
+                    }
+                    let got = channel
+                        .basic_get(shared.as_str().into(), BasicGetOptions { no_ack: true })
+                        .await
+                        .expect("basic.get")?;
+                    self.dead_letters.lock().expect("stash").push(got);
+                }
+            })
+            .await;
+        let _ = channel.close(200, "done".into()).await;
+        message
     }
 
     /// Waits for one message in queue `dlq` (a broker name); returns it.

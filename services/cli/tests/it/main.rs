@@ -12,4 +12,5 @@ mod idempotency;
 mod json_output;
 mod poison;
 mod saga;
+mod topology;
 mod webhooks;

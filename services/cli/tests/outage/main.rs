@@ -202,12 +202,8 @@ async fn a_process_killed_mid_run_loses_nothing_and_doubles_nothing() {
         .expect("audit runs");
     assert!(audit.ok, "{}", airline::audit::render(&audit));
     let channel = app.rt.broker.create_channel().await.expect("channel");
-    for queue in airline_contracts::QUEUES {
-        let name = if queue.consumer == airline_contracts::topology::PARKING {
-            app.names.resolve(queue.name)
-        } else {
-            app.names.dlq(queue.name)
-        };
+    // The shared DLQ (every work queue's dead letters) and the booking DLQ.
+    for name in [app.names.dead_letters(), app.names.resolve("booking.dlq")] {
         let declared = channel
             .queue_declare(
                 name.clone().into(),
@@ -357,7 +353,7 @@ async fn deliveries_wait_for_the_database_and_complete_when_it_returns() {
     assert_eq!(app.seats_left(flight).await, 6);
     let dlq = channel
         .queue_declare(
-            app.names.dlq("booking.requested").into(),
+            app.names.dead_letters().into(),
             lapin::options::QueueDeclareOptions {
                 passive: true,
                 ..Default::default()

@@ -132,7 +132,8 @@ pub const VARIABLES: &[Variable] = &[
         name: "AIRLINE_RETRY",
         default: "`attempts=4,base=1s,cap=30s`",
         meaning: "how transient handler errors are retried: deliveries in all, first delay, \
-                  longest delay",
+                  longest delay (each distinct delay of all the policies is a shared queue: \
+                  at most 20)",
         set: Some(|c, v| {
             c.retry.default = RetryPolicy::parse(v, c.retry.default)?;
             Ok(())
