@@ -208,29 +208,6 @@ pub struct BookingView {
     pub updated_at: OffsetDateTime,
 }
 
-impl BookingView {
-    /// A booking the gateway accepted whose saga has not started yet.
-    #[must_use]
-    pub fn pending(
-        id: Uuid,
-        customer_id: String,
-        outbound_flight_id: Uuid,
-        created_at: OffsetDateTime,
-    ) -> Self {
-        Self {
-            id,
-            status: Status::NOT_STARTED,
-            outbound_flight_id,
-            customer_id,
-            booking_reference: None,
-            failure_reason: None,
-            checked_in: false,
-            created_at,
-            updated_at: created_at,
-        }
-    }
-}
-
 /// The columns [`from_row`] reads, from `booking.bookings`.
 pub const VIEW_COLUMNS: &str = "id, state, outbound_flight_id, customer_id, booking_reference, failure_reason, checked_in, created_at, updated_at";
 
