@@ -474,7 +474,7 @@ async fn execute(mode: &str, args: &RunArgs) -> anyhow::Result<(Summary, Vec<Str
     };
     let recorder = run::drive(target, plan, outcomes, mode).await;
     if let Some(chain) = baseline {
-        chain.stop(&pool).await;
+        chain.stop(&pool, &c.amqp_url).await;
     }
     let mut summary = Summary::new(mode, args.rate, plan.window(), &recorder, settings);
     if mode == "baseline" {

@@ -312,17 +312,26 @@ impl Baseline {
     }
 
     /// Removes the chain's queues and exchange, and the rows it wrote.
-    pub async fn stop(&self, pool: &PgPool) {
+    pub async fn stop(&self, pool: &PgPool, amqp_url: &str) {
         for c in &self.consumers {
             let _ = c.close(200, "baseline done".into()).await;
         }
         // A failed delete closes its channel: each queue gets a few tries, each on
-        // a channel of its own, and one that still stands is named.
+        // a channel of its own, and one that still stands is named. When the run's
+        // connection died (the broker closed it), a fresh one does the deleting.
+        let fresh = if self.connection.status().connected() {
+            None
+        } else {
+            airline_runtime::broker::connect(amqp_url, "airline-load-cleanup")
+                .await
+                .ok()
+        };
+        let connection = fresh.as_ref().unwrap_or(&self.connection);
         for k in 0..HOPS {
             let queue = self.hop(k);
             let mut deleted = false;
             for _ in 0..3 {
-                let Ok(channel) = self.connection.create_channel().await else {
+                let Ok(channel) = connection.create_channel().await else {
                     continue;
                 };
                 deleted = channel
@@ -341,10 +350,12 @@ impl Baseline {
                 );
             }
         }
-        let _ = self
-            .channel
-            .exchange_delete(self.outcome_exchange().into(), Default::default())
-            .await;
+        if let Ok(channel) = connection.create_channel().await {
+            let _ = channel
+                .exchange_delete(self.outcome_exchange().into(), Default::default())
+                .await;
+            let _ = channel.close(200, "baseline done".into()).await;
+        }
         let _ = sqlx::query("DROP SCHEMA IF EXISTS load_baseline CASCADE")
             .execute(pool)
             .await;
